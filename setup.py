@@ -37,6 +37,9 @@ EXTRAS = {
         "apache-beam==2.77.0",
         # 0.2.3 pulls a protobuf that breaks Beam.
         "sentencepiece==0.2.1",
+        # TFDS 4.9.10 imports it for builders defined in a package but declares it only for
+        # Python < 3.9 (tensorflow/datasets#11212).
+        "importlib_resources>=6.4",
     ],
     "eval": [
         "pesq==0.0.4",
