@@ -1,0 +1,1 @@
+"""Example job specs: pass a file to a launcher with --spec (each defines get_config())."""
