@@ -1,0 +1,163 @@
+"""Causal self-attention with an additive (relative position) bias: two paths and a KV cache.
+
+- `reference_attention`: einsum + bias + mask with an f32 softmax; exact, any backend, any
+  query/key lengths. The KV-cached decode path uses it (one query against the cache).
+- `fast_causal_attention`: `jax.nn.dot_product_attention(bias=..., is_causal=True)`; picks
+  cuDNN flash attention on GPUs when dtype, head size and lengths allow it, else XLA's fused
+  implementation. Neither path applies dropout to the attention weights (flash kernels cannot),
+  so the model's dropout sits on the residual branches and the feed-forward hidden layer.
+- `LayerCache`: per-layer keys/values of a fixed `max_len`, written with
+  `lax.dynamic_update_slice` so decoding runs inside `lax.scan`/`while_loop`.
+
+Shapes: query/key/value `[batch, length, heads, head_dim]`; bias `[1, heads, queries, keys]`.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from audiolm_jax.lm.params import logical_param
+
+ATTENTION_PATHS = ("fast", "reference")
+
+# Added to masked logits in f32; large enough to zero the softmax weight, finite so a fully
+# masked row cannot make NaNs.
+_MASKED = -1e30
+
+ActivationConstraint = Callable[[jax.Array, tuple], jax.Array]
+
+
+def reference_attention(query: jax.Array, key: jax.Array, value: jax.Array, bias: jax.Array,
+                        mask: jax.Array) -> jax.Array:
+    """softmax(q k^T / sqrt(head_dim) + bias, masked) v, logits and softmax in f32.
+
+    Args:
+      query: [batch, queries, heads, head_dim]
+      key, value: [batch, keys, heads, head_dim]
+      bias: broadcastable to [batch, heads, queries, keys]
+      mask: bool, broadcastable to [batch, heads, queries, keys]; True = may attend.
+    Returns:
+      [batch, queries, heads, head_dim] in `value.dtype`.
+    """
+    scale = 1.0 / np.sqrt(query.shape[-1])
+    logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
+    logits = logits * scale + bias.astype(jnp.float32)
+    logits = jnp.where(mask, logits, _MASKED)
+    weights = jax.nn.softmax(logits, axis=-1).astype(value.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights, value)
+
+
+def causal_mask(query_positions: jax.Array, key_positions: jax.Array) -> jax.Array:
+    """bool [1, 1, queries, keys]: a query attends to keys at or before its own position."""
+    return (key_positions[None, :] <= query_positions[:, None])[None, None]
+
+
+def cudnn_supported(query: jax.Array, key: jax.Array) -> bool:
+    """Whether cuDNN flash attention accepts these operands (with a bias, training included).
+
+    Mirrors the checks jax makes before calling cuDNN: half-precision inputs, head size a
+    multiple of 8 and at most 128 (256 on Hopper; 128 keeps the check device-independent),
+    and even lengths when a bias is given.
+    """
+    if jax.default_backend() != "gpu":
+        return False
+    if query.dtype not in (jnp.bfloat16, jnp.float16):
+        return False
+    head_dim = query.shape[-1]
+    if head_dim % 8 or head_dim > 128:
+        return False
+    return query.shape[1] % 2 == 0 and key.shape[1] % 2 == 0
+
+
+def fast_causal_attention(query: jax.Array, key: jax.Array, value: jax.Array,
+                          bias: jax.Array) -> jax.Array:
+    """Causal attention through `jax.nn.dot_product_attention`; same contract as the reference
+    with `mask = causal_mask(arange(queries), arange(keys))` (queries == keys here)."""
+    implementation = "cudnn" if cudnn_supported(query, key) else None  # None: XLA
+    return jax.nn.dot_product_attention(query, key, value, bias=bias.astype(query.dtype),
+                                        is_causal=True, implementation=implementation)
+
+
+class LayerCache(NamedTuple):
+    """One layer's cached projections, each [batch, max_len, heads, head_dim]."""
+    key: jax.Array
+    value: jax.Array
+
+
+class SelfAttention(nnx.Module):
+    """Multi-head causal self-attention with separate q/k/v/out projections (no biases, as T5)."""
+
+    def __init__(self, d_model: int, num_heads: int, head_dim: int, *, rngs: nnx.Rngs):
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        in_init = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal",
+                                                    in_axis=0, out_axis=(1, 2))
+        out_init = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal",
+                                                     in_axis=(0, 1), out_axis=2)
+        qkv_names = ("embed", "heads", "kv")
+        self.query = logical_param(rngs, in_init, (d_model, num_heads, head_dim), qkv_names)
+        self.key = logical_param(rngs, in_init, (d_model, num_heads, head_dim), qkv_names)
+        self.value = logical_param(rngs, in_init, (d_model, num_heads, head_dim), qkv_names)
+        self.out = logical_param(rngs, out_init, (num_heads, head_dim, d_model),
+                                 ("heads", "kv", "embed"))
+
+    def _project(self, x: jax.Array, constrain: ActivationConstraint):
+        names = ("batch", "length", "heads", "kv")
+        project = lambda w: constrain(jnp.einsum("bld,dhk->blhk", x, w[...].astype(x.dtype)), names)
+        return project(self.query), project(self.key), project(self.value)
+
+    def _output(self, attended: jax.Array) -> jax.Array:
+        return jnp.einsum("blhk,hkd->bld", attended, self.out[...].astype(attended.dtype))
+
+    def __call__(self, x: jax.Array, bias: jax.Array, *, path: str,
+                 constrain: ActivationConstraint) -> jax.Array:
+        """Full-sequence causal attention.
+
+        Args:
+          x: [batch, length, embed] in the compute dtype.
+          bias: [1, heads, length, length] relative position bias.
+          path: "fast" or "reference".
+        Returns:
+          [batch, length, embed].
+        """
+        query, key, value = self._project(x, constrain)
+        if path == "fast":
+            attended = fast_causal_attention(query, key, value, bias)
+        elif path == "reference":
+            positions = jnp.arange(x.shape[1])
+            attended = reference_attention(query, key, value, bias, causal_mask(positions, positions))
+        else:
+            raise ValueError(f"attention path {path!r} is not one of {ATTENTION_PATHS}")
+        return self._output(attended)
+
+    def init_cache(self, batch: int, max_len: int, dtype) -> LayerCache:
+        shape = (batch, max_len, self.num_heads, self.head_dim)
+        return LayerCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+
+    def decode(self, x: jax.Array, bias: jax.Array, cache: LayerCache, position: jax.Array, *,
+               constrain: ActivationConstraint) -> tuple[jax.Array, LayerCache]:
+        """Attention for `steps` new tokens written into the cache at `position`.
+
+        Args:
+          x: [batch, steps, embed] embeddings of the tokens at positions position..position+steps-1.
+          bias: [1, heads, steps, max_len] bias of those queries against every cache slot.
+          cache: keys/values of positions < position (later slots are ignored by the mask).
+          position: int32 scalar (may be traced).
+        Returns:
+          ([batch, steps, embed], cache with the new keys/values written).
+        """
+        query, key, value = self._project(x, constrain)
+        start = (0, position, 0, 0)
+        names = ("batch", "length", "heads", "kv")
+        cache = LayerCache(
+            constrain(jax.lax.dynamic_update_slice(cache.key, key.astype(cache.key.dtype), start), names),
+            constrain(jax.lax.dynamic_update_slice(cache.value, value.astype(cache.value.dtype), start), names))
+        query_positions = position + jnp.arange(x.shape[1])
+        mask = causal_mask(query_positions, jnp.arange(cache.key.shape[1]))
+        attended = reference_attention(query, cache.key.astype(query.dtype),
+                                       cache.value.astype(query.dtype), bias, mask)
+        return self._output(attended), cache

@@ -1,0 +1,74 @@
+"""T5 bucketed relative position bias (Raffel et al. 2020, sec. 2.1), causal variant.
+
+Each (query, key) offset is mapped to one of `num_buckets` buckets: small offsets get a bucket
+each, larger ones share logarithmically wider buckets up to `max_distance`, beyond which all
+offsets share the last bucket. Every head learns one scalar per bucket, added to the attention
+logits. As in T5, one bias table serves every layer of the stack (it is computed once per call
+and passed down), so the model holds `num_buckets * num_heads` position parameters in total.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from audiolm_jax.lm.params import logical_param
+
+
+def relative_position_bucket(relative_position: jax.Array, *, bidirectional: bool = False,
+                             num_buckets: int = 32, max_distance: int = 128) -> jax.Array:
+    """Bucket index of `key_position - query_position`, as T5 defines it.
+
+    Args:
+      relative_position: int array of any shape, `key_position - query_position`.
+      bidirectional: False for a decoder: keys after the query (positive offsets) all fall in
+        bucket 0, which the causal mask hides anyway.
+    Returns:
+      int32 array of the same shape, values in [0, num_buckets).
+    """
+    distance = -jnp.asarray(relative_position, jnp.int32)  # how far back the key lies
+    bucket = jnp.zeros_like(distance)
+    if bidirectional:
+        num_buckets //= 2
+        bucket = bucket + (distance < 0).astype(jnp.int32) * num_buckets
+        distance = jnp.abs(distance)
+    else:
+        distance = jnp.maximum(distance, 0)
+    max_exact = num_buckets // 2
+    # Float32 log as in T5 so bucket edges match checkpoints trained with it; eps avoids log(0)
+    # for the distances that take the exact branch anyway.
+    scaled = (jnp.log(distance.astype(jnp.float32) / max_exact + np.finfo(np.float32).eps)
+              / np.log(max_distance / max_exact) * (num_buckets - max_exact))
+    log_bucket = jnp.minimum(max_exact + scaled.astype(jnp.int32), num_buckets - 1)
+    return bucket + jnp.where(distance < max_exact, distance, log_bucket)
+
+
+class RelativePositionBias(nnx.Module):
+    """Learned per-head bias over relative-position buckets; shared by all layers."""
+
+    def __init__(self, num_heads: int, *, num_buckets: int = 32, max_distance: int = 128,
+                 rngs: nnx.Rngs):
+        self.num_buckets = num_buckets
+        self.max_distance = max_distance
+        # [heads, buckets]: t5x's layout and logical names, so its rules shard it by heads.
+        self.embedding = logical_param(
+            rngs, nnx.initializers.variance_scaling(1.0, "fan_avg", "uniform"),
+            (num_heads, num_buckets), ("heads", "relpos_buckets"))
+
+    def __call__(self, query_positions: jax.Array, key_positions: jax.Array) -> jax.Array:
+        """Bias for every (query, key) pair.
+
+        Args:
+          query_positions: int [queries] absolute positions of the queries.
+          key_positions: int [keys] absolute positions of the keys.
+        Returns:
+          float32 [heads, queries, keys].
+        """
+        relative = key_positions[None, :] - query_positions[:, None]
+        buckets = relative_position_bucket(relative, bidirectional=False,
+                                           num_buckets=self.num_buckets,
+                                           max_distance=self.max_distance)
+        # A gather over the tiny [heads, buckets] table; XLA turns its gradient into a
+        # scatter-add. (A one-hot einsum would materialise [queries, keys, buckets].)
+        return jnp.take(self.embedding[...].astype(jnp.float32), buckets, axis=1)
