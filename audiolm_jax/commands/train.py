@@ -19,5 +19,13 @@ def _run_train(args: argparse.Namespace) -> int:
     from audiolm_jax.training import trainer
 
     config.parse_gin(args.gin_files, args.gin_bindings)
-    trainer.train()
+    try:
+        result = trainer.train()
+    except trainer.NonFiniteError as e:
+        # The last good checkpoint is kept; a scheduler must not restart into the same NaNs.
+        print(f"audiolm-jax train: stopped: {e}", flush=True)
+        return 3
+    if result.preempted:
+        print(f"audiolm-jax train: preempted at step {result.step}; checkpoint saved, rerun to resume",
+              flush=True)
     return 0
