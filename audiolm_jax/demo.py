@@ -5,16 +5,32 @@ where it stopped.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 
 
-def _summary_line(name: str, summary: dict) -> str:
-    hours = summary.get("hours_total", summary.get("hours"))
-    return f"{name}: {json.dumps(summary, sort_keys=True)[:2000]}" if hours is None else (
-        f"{name}: {hours:.2f} h")
+def summary_lines(name: str, summary: dict) -> list[str]:
+    """A few readable lines from a corpus summary (the whole of it is in summary.json)."""
+    hours = summary["hours"]
+    lines = [f"{name}: {hours['total']:.2f} h -- " + ", ".join(
+        f"{split} {h:.2f} h" for split, h in hours.items() if split != "total")]
+    if "utterances" in summary:
+        voices = summary["voices"]
+        lines.append(f"  {summary['utterances']['total']} utterances; {voices['voices']} voices "
+                     f"({voices['base_voices']} base voices, {voices['variants']} variants, "
+                     f"{voices['source_speakers']} source speakers); held-out voices: "
+                     f"{', '.join(voices['by_split'].get('heldout_voices', []))}")
+    if "composers" in summary:
+        pieces = {split: sum(c.values()) for split, c in summary["composers"].items()}
+        lines.append(f"  pieces: {pieces}; soundfonts: {', '.join(summary['soundfonts'])}")
+    skipped = summary.get("skipped", {})
+    lines.append(f"  skipped: {skipped.get('total', 0)} {skipped.get('counts', {})}")
+    build = summary.get("build", {})
+    if build:
+        lines.append(f"  build: {build.get('seconds', 0):.0f} s on {build.get('workers')} workers "
+                     f"({build.get('built')} built, {build.get('reused')} reused)")
+    return lines
 
 
 def run_demo(out_dir: str = "outputs/demo", hours: float = 0.5, seed: int = 0,
@@ -31,6 +47,7 @@ def run_demo(out_dir: str = "outputs/demo", hours: float = 0.5, seed: int = 0,
         print(f"[demo] building the small world: {name} ({hours} h) -> {world / name}", flush=True)
         summary = build(str(world / name), hours=hours, seed=seed, workers=workers, progress=True)
         results[name] = summary
-        print(f"[demo] {name} summary ({time.time() - start:.0f} s):", flush=True)
-        print(json.dumps(summary, indent=2), flush=True)
+        print(f"[demo] {name} done in {time.time() - start:.0f} s; summary in "
+              f"{world / name / 'summary.json'}", flush=True)
+        print("\n".join(summary_lines(name, summary)), flush=True)
     return results
