@@ -6,6 +6,7 @@ after every file, in command-line order, so the last word wins, as in T5X.
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Sequence
@@ -68,9 +69,25 @@ def resolve_gin_file(name: str) -> str:
 def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str], finalize: bool = True) -> None:
     """Parses gin files then overrides; includes inside files resolve against gin/ too."""
     gin.add_config_file_search_path(str(GIN_DIR))
-    gin.parse_config_files_and_bindings(
-        [resolve_gin_file(f) for f in gin_files], list(gin_bindings),
-        finalize_config=finalize, skip_unknown=False)
+    # gin tries each include against the working directory first and logs a spurious ERROR
+    # ("Path not found") before finding it under gin/; a real miss still raises.
+    quiet = _DropMessages("Path not found")
+    logging.getLogger().addFilter(quiet)
+    try:
+        gin.parse_config_files_and_bindings(
+            [resolve_gin_file(f) for f in gin_files], list(gin_bindings),
+            finalize_config=finalize, skip_unknown=False)
+    finally:
+        logging.getLogger().removeFilter(quiet)
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
 
 
 def save_operative_config(directory: str | os.PathLike, filename: str = "config.gin") -> Path:
