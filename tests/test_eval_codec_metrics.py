@@ -1,0 +1,205 @@
+"""Codec metrics on known cases, the codec restore used by the benchmarks, and tiny end-to-end
+runs of benchmarks/codec_quality.py and benchmarks/codec_speed.py."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from audiolm_jax.audio import save_audio
+from audiolm_jax.codec import SoundStream, SoundStreamConfig
+from audiolm_jax.eval import codec_metrics as cm
+from audiolm_jax.eval.codec_model import find_codec_tree, init_codec, restore_codec
+from test_opus import speech_like
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import codec_quality  # noqa: E402
+import codec_speed  # noqa: E402
+
+# Tiny widths, but the paper's codebooks: Q=12 x N=1024 at 50 Hz gives the real 1.5-6 kbps rates.
+TINY_GIN = ["--gin_file", "models/codec_tiny", "--gin.SoundStreamConfig.num_quantizers=12",
+            "--gin.SoundStreamConfig.codebook_size=1024"]
+TINY = SoundStreamConfig(channels=4, embedding_dim=16, num_quantizers=12, codebook_size=1024)
+
+
+@pytest.fixture(scope="module")
+def pair():
+    ref = speech_like(3.0)
+    noisy = (ref + 0.02 * np.random.default_rng(1).standard_normal(ref.size)).astype(np.float32)
+    return ref, noisy
+
+
+def test_identical_signals_score_best_and_noise_scores_lower(pair):
+    ref, noisy = pair
+    same, failures = cm.measure(ref, ref.copy())
+    assert failures == {}
+    assert same["pesq"] > 4.5 and same["stoi"] > 0.99 and same["visqol"] > 4.9
+    assert same["mel_distance"] == 0.0
+    worse, failures = cm.measure(ref, noisy)
+    assert failures == {}
+    assert worse["pesq"] < same["pesq"] - 1.0
+    assert worse["stoi"] < same["stoi"] - 0.05
+    assert worse["visqol"] < same["visqol"] - 1.0
+    assert worse["mel_distance"] > 0.5
+
+
+def test_more_noise_is_further_in_mel_distance(pair):
+    ref, noisy = pair
+    louder = ref + 5 * (noisy - ref)
+    assert cm.mel_distance(ref, louder) > cm.mel_distance(ref, noisy)
+    assert cm.log_mel(ref).shape == (1 + ref.size // 256, 80)
+
+
+def test_unscorable_pairs_are_reported_per_metric_not_raised(pair):
+    ref, _ = pair
+    scores, failures = cm.measure(ref, np.zeros_like(ref))
+    assert set(failures) == {"visqol", "pesq"} and "silent" in failures["pesq"]
+    assert scores["mel_distance"] > 0
+    scores, failures = cm.measure(ref[:2000], ref[:2000], metrics=("pesq", "stoi"))
+    assert scores == {}
+    assert "1/4 of a second" in failures["pesq"] and "too short" in failures["stoi"]
+
+
+def test_bad_inputs_raise_with_the_fix(pair, monkeypatch):
+    ref, _ = pair
+    with pytest.raises(ValueError, match="trim or zero-pad"):
+        cm.pesq_wb(ref, ref[:-1])
+    with pytest.raises(ValueError, match="needs 16000 Hz"):
+        cm.visqol_speech(ref, ref, sample_rate=8000)
+    with pytest.raises(ValueError, match="int16 PCM"):
+        cm.stoi((ref * 32767).astype(np.int16), ref)
+    with pytest.raises(ValueError, match="unknown metric"):
+        cm.measure(ref, ref, metrics=("snr",))
+    monkeypatch.setitem(sys.modules, "pystoi", None)  # as if not installed
+    with pytest.raises(cm.MetricUnavailable, match="pip install pystoi"):
+        cm.stoi(ref, ref)
+
+
+def test_restore_codec_reads_the_soundstream_inside_a_training_checkpoint(tmp_path):
+    from audiolm_jax.training.checkpoint import (CheckpointConfig, CheckpointMismatchError,
+                                                 Checkpointer)
+    from audiolm_jax.training.state import TrainState, to_pure
+    model = init_codec(TINY, seed=3)
+    params, rest = nnx.split_state(nnx.state(model), nnx.Param, ...)
+    # A GAN objective's model: the codec next to its discriminators.
+    disc = {"kernel": jnp.ones((3, 2))}
+    state = TrainState(step=jnp.int32(7),
+                       params={"generator": to_pure(params), "discriminators": disc},
+                       model_state={"generator": to_pure(rest)},
+                       opt_state={"generator": {"count": jnp.int32(0)}},
+                       rng=jax.random.key_data(jax.random.key(0)),
+                       nonfinite_streak=jnp.int32(0), nonfinite_total=jnp.int32(0),
+                       halted=jnp.bool_(False))
+    ckpt = Checkpointer(tmp_path, CheckpointConfig(async_save=False))
+    ckpt.save(7, state)
+    ckpt.wait()
+    ckpt.close()
+    restored, step = restore_codec(TINY, tmp_path)
+    assert step == 7 and isinstance(restored, SoundStream)
+    want, got = nnx.to_flat_state(nnx.state(model)), nnx.to_flat_state(nnx.state(restored))
+    assert [path for path, _ in got] == [path for path, _ in want]
+    for (path, a), (_, b) in zip(want, got):
+        assert type(a) is type(b), path  # Param stays Param, codebook state stays state
+        np.testing.assert_array_equal(np.asarray(b.get_value()), np.asarray(a.get_value()))
+    with pytest.raises(CheckpointMismatchError, match="codebooks"):
+        restore_codec(SoundStreamConfig(channels=4, embedding_dim=16, num_quantizers=8,
+                                        codebook_size=1024), tmp_path)
+
+
+def test_find_codec_tree_names_what_it_found():
+    codec = {"encoder": {}, "quantizer": {}, "decoder": {}}
+    assert find_codec_tree({"generator": codec, "disc": {"w": 1}}, "ckpt") is codec
+    with pytest.raises(ValueError, match="none .top-level keys .'lm'"):
+        find_codec_tree({"lm": {"w": 1}}, "ckpt")
+    with pytest.raises(ValueError, match="several"):
+        find_codec_tree({"a": codec, "b": codec}, "ckpt")
+
+
+def test_quantizers_for_maps_bitrates_to_levels():
+    model = nnx.eval_shape(lambda: SoundStream(TINY, rngs=nnx.Rngs(0)))
+    assert [codec_quality.quantizers_for(model, k) for k in (1.5, 2, 3, 6)] == [3, 4, 6, 12]
+    with pytest.raises(ValueError, match="choose from 0.5, 1, 1.5"):
+        codec_quality.quantizers_for(model, 2.2)
+
+
+def test_bootstrap_ci_brackets_the_mean_and_is_deterministic():
+    values = np.random.default_rng(0).normal(3.0, 1.0, 40)
+    lo, hi = codec_quality.bootstrap_ci(values, seed=5)
+    assert lo < values.mean() < hi and 0.3 < hi - lo < 1.0
+    assert codec_quality.bootstrap_ci(values, seed=5) == (lo, hi)
+    assert codec_quality.bootstrap_ci([2.0]) == (2.0, 2.0)
+
+
+def synthetic_corpus(root, seconds=(2.5, 3.0)):
+    """Two utterances by two speakers in the Libri-Light layout."""
+    for i, s in enumerate(seconds):
+        speaker = f"voice{i}"
+        save_audio(root / "heldout_voices" / speaker / "book" / f"{speaker}-book-0000.flac",
+                   speech_like(s, seed=i))
+    return root
+
+
+@pytest.mark.needs_tools
+@pytest.mark.skipif(shutil.which("opusenc") is None, reason="opus-tools not installed")
+def test_quality_benchmark_end_to_end(tmp_path):
+    corpus = synthetic_corpus(tmp_path / "corpus")
+    out = tmp_path / "results" / "codec_quality.json"
+    result = codec_quality.main([
+        "--corpus", str(corpus), "--split", "heldout_voices", "--random-init", *TINY_GIN,
+        "--num-utterances", "40", "--codec-kbps", "6", "--opus-kbps", "6",
+        "--opus-modes", "vbr", "hard-cbr", "--workers", "2", "--num-examples", "1",
+        "--examples-dir", str(tmp_path / "examples"), "--out", str(out)])
+    saved = json.loads(out.read_text())
+    for metric in ("visqol", "pesq"):
+        assert set(saved[metric]) == {"codec_6kbps", "opus_6kbps", "opus_hard-cbr_6kbps"}
+        assert saved[metric]["opus_6kbps"] > 1.0  # Opus at 6 kbps is far from the floor
+    opus6 = saved["conditions"]["opus_hard-cbr_6kbps"]
+    assert opus6["payload_kbps"]["mean"] == pytest.approx(6.0, rel=0.05)
+    assert opus6["real_kbps"]["mean"] > opus6["payload_kbps"]["mean"]
+    assert saved["conditions"]["codec_6kbps"]["num_quantizers"] == 12
+    ci = opus6["metrics"]["stoi"]["ci95"]
+    assert ci[0] <= opus6["metrics"]["stoi"]["mean"] <= ci[1]
+    comparison = saved["comparisons"]["codec_6kbps_vs_opus_6kbps"]
+    assert comparison["codec_better_on_visqol_and_pesq"] in (True, False)  # an untrained codec
+    assert saved["corpus"]["utterances_used"] == 2 and saved["utterances"] == [
+        "voice0-book-0000", "voice1-book-0000"]
+    assert saved["model"]["random_init"] and saved["model"]["config"]["codebook_size"] == 1024
+    assert saved["command"].startswith("python ") and "--random-init" in saved["command"]
+    assert len(saved["per_utterance"]["pesq"]["codec_6kbps"]) == 2
+    example = tmp_path / "examples" / "voice0-book-0000"
+    assert sorted(os.listdir(example)) == ["codec_6kbps.wav", "opus_6kbps.wav",
+                                           "opus_hard-cbr_6kbps.wav", "original.wav"]
+    assert result["visqol"] == saved["visqol"]
+
+
+def test_speed_benchmark_end_to_end_keeps_one_run_per_backend(tmp_path):
+    out = tmp_path / "codec_speed.json"
+    result = codec_speed.main(["--random-init", *TINY_GIN, "--seconds", "0.5",
+                               "--batch-sizes", "1", "2", "--programs", "encode_decode",
+                               "--warmup", "1", "--repeats", "2", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    run = saved["runs"]["cpu"]
+    assert set(saved["rtf"]) == {"cpu_batch_1", "cpu_batch_2"} and saved["rtf"]["cpu_batch_1"] > 0
+    timing = run["batches"]["2"]["encode_decode"]
+    assert timing["rtf"] == pytest.approx(2 * 0.5 / timing["median_s"])
+    assert set(run["batches"]["1"]) == {"encode_decode"}
+    assert run["num_quantizers"] == 12 and run["kbps"] == 6.0
+    assert saved["target"]["met"] is None  # no GPU run yet
+    gpu = dict(run, backend="gpu", rtf={"batch_1": 300.0, "batch_64": 2500.0})
+    merged = codec_speed.merge_runs(saved, gpu)
+    assert set(merged["runs"]) == {"cpu", "gpu"} and merged["target"]["met"] is True
+    assert merged["rtf"]["gpu_batch_64"] == 2500.0 and result["runs"]["cpu"]["rtf"]
+
+
+def test_speed_benchmark_imports_neither_tensorflow_nor_librosa():
+    code = ("import sys; sys.path.insert(0, 'benchmarks'); import codec_speed; "
+            "bad = [m for m in ('tensorflow', 'librosa', 'torch') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
