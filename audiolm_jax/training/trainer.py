@@ -225,7 +225,8 @@ def train(objective: Objective | Callable[[], Objective] = gin.REQUIRED,
         progress(f"step {step} | " + " | ".join(f"{k} {v:.4f}" for k, v in sorted(out.items())))
         return out
 
-      history: list = []
+      history: list = []  # device metrics since the last log line
+      previous = None     # the previous step's metrics, for the non-finite latch
       last_metrics: dict[str, float] = {}
       eval_metrics: dict[str, float] = {}
       preempted = False
@@ -237,9 +238,10 @@ def train(objective: Objective | Callable[[], Objective] = gin.REQUIRED,
         state, metrics = train_step(state, to_global(batch))
         step += 1
         steps_since_log += 1
-        if history and bool(history[-1]["halted"]):  # previous step; keeps one step in flight
+        if previous is not None and bool(previous["halted"]):  # keeps one step in flight
           break
         history.append(metrics)
+        previous = metrics
         if t_steady is None:
           jax.block_until_ready(metrics)
           t_steady, steady_from = time.perf_counter(), step
@@ -252,7 +254,7 @@ def train(objective: Objective | Callable[[], Objective] = gin.REQUIRED,
                     or (eval_now and ckpt_config.best_metric is not None))
         if step % log_every == 0 or final or save_now:
           host = mean_metrics(jax.device_get(history))
-          history = history[-1:]
+          history = []
           if host["halted"]:
             break
           now = time.perf_counter()
