@@ -57,3 +57,17 @@ def test_prefix_that_matches_nothing_is_an_error(trained, tmp_path):
     _, ckpt = trained
     with pytest.raises(ExportError, match="no variables under 'generator'"):
         export_checkpoint(ckpt, tmp_path / "x", prefix="generator")
+
+
+def test_inference_export_drops_state_and_casts_floats(trained, tmp_path):
+    objective, ckpt = trained
+    out = export_checkpoint(ckpt, tmp_path / "small", exclude=("running_norm",),
+                            float_dtype="bfloat16", keep_float32=("embedding",))
+    arrays = load_export(out)
+    assert "running_norm" not in arrays
+    assert arrays["embed/embedding"].dtype == np.float32
+    assert str(arrays["out/kernel"].dtype) == "bfloat16"
+    with pytest.raises(ExportError, match="running_norm"):
+        restore_model(objective.create_model, arrays)
+    model = restore_model(objective.create_model, arrays, optional=("running_norm",))
+    assert nnx.state(model, nnx.Param)["out"]["kernel"].get_value().dtype == np.float32

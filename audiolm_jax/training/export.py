@@ -15,9 +15,10 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -40,6 +41,10 @@ def _flat(state: Mapping, prefix: str = "") -> dict[str, np.ndarray]:
         else:
             out[path] = np.asarray(jax.device_get(value))
     return out
+
+
+def _storable(array: np.ndarray) -> np.ndarray:
+    return array.view(np.uint16) if array.dtype == jnp.bfloat16 else array
 
 
 def _sha256(path: Path) -> str:
@@ -70,7 +75,9 @@ def write_export(arrays: Mapping[str, np.ndarray], out_dir: str | os.PathLike, *
     entries = []
     for i, shard in enumerate(shards):
         fname = f"arrays-{i:05d}-of-{len(shards):05d}.npz"
-        np.savez(tmp / fname, **{k.replace("/", "|"): v for k, v in shard.items()})
+        # .npz has no bfloat16: such arrays are stored as their uint16 bits, the manifest keeps
+        # the real dtype and load_export views them back.
+        np.savez(tmp / fname, **{k.replace("/", "|"): _storable(v) for k, v in shard.items()})
         entries.append({"file": fname, "sha256": _sha256(tmp / fname),
                         "arrays": {k: [list(v.shape), str(v.dtype)] for k, v in shard.items()}})
     manifest = {"format": FORMAT, "shards": entries, "info": dict(info or {})}
@@ -84,19 +91,33 @@ def write_export(arrays: Mapping[str, np.ndarray], out_dir: str | os.PathLike, *
 
 def export_checkpoint(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                       prefix: str | None = None, step: int | None = None,
-                      shard_bytes: int = 15 << 20) -> Path:
-    """Exports the model variables of a trainer checkpoint (optionally only under `prefix`,
-    e.g. "generator" of the codec's generator+discriminator container)."""
+                      shard_bytes: int = 15 << 20, exclude: Sequence[str] = (),
+                      float_dtype: str | None = None, keep_float32: Sequence[str] = ()) -> Path:
+    """Exports the model variables of a trainer checkpoint.
+
+    prefix: only variables under this module path (e.g. "generator" of the codec's
+      generator+discriminator container), renamed relative to it.
+    exclude: drop variables whose last path component is one of these (training-only state,
+      e.g. the codec's EMA "embed_sum" and "cluster_size").
+    float_dtype: cast floating arrays (e.g. "bfloat16" halves an inference export) except those
+      whose last path component is in `keep_float32` (e.g. "codebooks").
+    """
     state = load_params(ckpt_dir, step)
     arrays = _flat(state.to_pure_dict() if hasattr(state, "to_pure_dict") else dict(state))
     if prefix:
         arrays = {k[len(prefix) + 1:]: v for k, v in arrays.items() if k.startswith(prefix + "/")}
         if not arrays:
             raise ExportError(f"{ckpt_dir}: no variables under {prefix!r}; check the prefix")
+    arrays = {k: v for k, v in arrays.items() if k.rsplit("/", 1)[-1] not in set(exclude)}
+    if float_dtype is not None:
+        arrays = {k: (v.astype(jnp.dtype(float_dtype))
+                      if jnp.issubdtype(v.dtype, jnp.floating) and k.rsplit("/", 1)[-1] not in set(keep_float32)
+                      else v) for k, v in arrays.items()}
     config = Path(ckpt_dir) / "operative_config.gin"
     return write_export(arrays, out_dir, shard_bytes=shard_bytes,
                         config_text=config.read_text() if config.exists() else None,
-                        info={"checkpoint": str(ckpt_dir), "prefix": prefix or ""})
+                        info={"checkpoint": str(ckpt_dir), "prefix": prefix or "",
+                              "excluded": list(exclude), "float_dtype": float_dtype or ""})
 
 
 def load_export(export_dir: str | os.PathLike, *, verify: bool = True) -> dict[str, np.ndarray]:
@@ -122,22 +143,25 @@ def load_export(export_dir: str | os.PathLike, *, verify: bool = True) -> dict[s
                 arrays[key.replace("|", "/")] = data[key]
         for name, (shape, dtype) in entry["arrays"].items():
             got = arrays.get(name)
+            if got is not None and str(got.dtype) != dtype and got.dtype == np.uint16:
+                got = arrays[name] = got.view(jnp.dtype(dtype))
             if got is None or list(got.shape) != shape or str(got.dtype) != dtype:
                 raise ExportError(f"{path}: array {name!r} is not the declared {shape} {dtype}")
     return arrays
 
 
 def restore_model(create_model: Callable[[nnx.Rngs], nnx.Module],
-                  arrays: Mapping[str, np.ndarray]) -> nnx.Module:
-    """Builds `create_model` and sets every variable from `arrays`; names the first mismatch."""
+                  arrays: Mapping[str, np.ndarray], *, optional: Sequence[str] = ()) -> nnx.Module:
+    """Builds `create_model` and sets every variable from `arrays` (cast to the model's dtype);
+    variables named in `optional` (last path component) may be absent and keep their init."""
     with nnx.use_eager_sharding(False):
         model = create_model(nnx.Rngs(0))
     flat = dict(nnx.to_flat_state(nnx.state(model)))
     for path, var in flat.items():
         name = "/".join(str(p) for p in path)
         if name not in arrays:
-            if name.endswith(("/key", "/count")) and "rngs" in name:
-                continue  # rng streams are not part of a frozen model
+            if (name.endswith(("/key", "/count")) and "rngs" in name) or path[-1] in set(optional):
+                continue  # rng streams and excluded training state are not part of a frozen model
             raise ExportError(f"export has no variable {name!r}; was it made from this model config?")
         value = arrays[name]
         old = var.get_value()
