@@ -40,3 +40,13 @@ def test_bindable_from_gin(tmp_path):
         assert next(gin.get_configurable(audio_crop_batches)(shard_index=0, shard_count=1))["audio"].shape[0] == 3
     finally:
         gin.clear_config()
+
+
+def test_cached_audio_gives_the_same_batches(tmp_path):
+    write_speech_tree(tmp_path)
+    plain = audio_crop_batches(root=str(tmp_path), crop_seconds=0.5, batch_size=2, seed=5)
+    cached = audio_crop_batches(root=str(tmp_path), crop_seconds=0.5, batch_size=2, seed=5,
+                                cache_audio=True)
+    for _ in range(6):  # more than one epoch of the 5-utterance train split
+        np.testing.assert_array_equal(next(plain)["audio"], next(cached)["audio"])
+    assert len(cached.reader._cache) == 5

@@ -61,7 +61,8 @@ class AudioCropReader:
     def __init__(self, root: str | os.PathLike, layout: str, split: str, crop_seconds: float,
                  seed: int, sample_rate: int = SAMPLE_RATE, batch_size: int = 8,
                  shuffle: bool = True, num_epochs: int | None = None, drop_remainder: bool = True,
-                 shard_index: int = 0, num_shards: int = 1, index: CorpusIndex | None = None):
+                 shard_index: int = 0, num_shards: int = 1, index: CorpusIndex | None = None,
+                 cache_audio: bool = False):
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}; use a positive batch size")
         if not 0 <= shard_index < num_shards:
@@ -78,6 +79,9 @@ class AudioCropReader:
         self.num_epochs, self.drop_remainder = num_epochs, drop_remainder
         self.shard_index, self.num_shards = int(shard_index), int(num_shards)
         self.skipped: dict[str, str] = {}
+        # Decoded clips kept in memory (a small corpus, many epochs): a 1 s crop otherwise costs
+        # decoding the whole utterance, which starves an accelerator.
+        self._cache: dict[str, np.ndarray] | None = {} if cache_audio else None
         self._epoch, self._position = 0, 0
         self._order: tuple[int, np.ndarray] | None = None  # (epoch, order) memo
 
@@ -121,7 +125,11 @@ class AudioCropReader:
     def _decode(self, example: Example) -> np.ndarray | None:
         if example.path in self.skipped:  # Known bad: do not decode (or warn) again each epoch.
             return None
+        if self._cache is not None and example.path in self._cache:
+            return self._cache[example.path]
         wav, reason = try_load_audio(example.path, self.sample_rate)
+        if wav is not None and self._cache is not None:
+            self._cache[example.path] = wav
         if wav is None:
             self.skipped[example.path] = reason
             log.warning("skipping %s (split %s): %s", example.path, self.split, reason)

@@ -41,12 +41,15 @@ class NumericBatches:
 def audio_crop_batches(root: str = gin.REQUIRED, layout: str = "libri_light", split: str = "train",
                        crop_seconds: float = 1.0, batch_size: int = gin.REQUIRED, seed: int = 0,
                        shuffle: bool = True, num_epochs: int | None = None,
-                       shard_index: int = 0, shard_count: int = 1) -> NumericBatches:
+                       cache_audio: bool = False, shard_index: int = 0,
+                       shard_count: int = 1) -> NumericBatches:
     """Random audio crops of one split of a corpus tree, for codec and w2v-BERT training.
 
     batch_size: the per-host batch (the global batch is batch_size * shard_count).
+    cache_audio: keep decoded clips in memory (for corpora that fit in RAM: the small world's
+      0.5 h is 115 MB of float32); crops are unchanged.
     """
     reader = AudioCropReader(root, layout, split, crop_seconds, seed, batch_size=batch_size,
                              shuffle=shuffle, num_epochs=num_epochs, shard_index=shard_index,
-                             num_shards=shard_count)
+                             num_shards=shard_count, cache_audio=cache_audio)
     return NumericBatches(reader)
