@@ -84,3 +84,34 @@ def test_gin_defaults_and_per_group_optimizer_scopes():
     assert float(schedules["discriminator"](0)) == pytest.approx(0.1)
   finally:
     gin.clear_config()
+
+
+def test_an_eval_killed_by_the_preemption_signal_still_saves(tmp_path):
+  """SIGTERM to the process group can kill a compiler subprocess mid-eval: save anyway."""
+  import os
+  import signal
+
+  def dying_eval(shard_index=0, shard_count=1):
+    os.kill(os.getpid(), signal.SIGTERM)
+    raise RuntimeError("ptxas exited with non-zero error code 15")
+    yield  # pragma: no cover - makes this a generator
+
+  result = train(objective=make_lm_objective(), train_data=token_data(8), num_train_steps=6,
+                 workdir=str(tmp_path), eval_data=dying_eval, eval_every=2,
+                 mesh_config=MeshConfig(1, 1, 1), devices=jax.devices()[:1],
+                 compute_dtype="float32", progress=lambda _: None)
+  assert result.preempted and result.step == 2
+  with Checkpointer(tmp_path / "checkpoints") as ckpt:
+    assert ckpt.steps() == [2]
+
+
+def test_an_eval_error_without_preemption_is_raised(tmp_path):
+  def broken_eval(shard_index=0, shard_count=1):
+    raise RuntimeError("eval data is broken")
+    yield  # pragma: no cover
+
+  with pytest.raises(RuntimeError, match="eval data is broken"):
+    train(objective=make_lm_objective(), train_data=token_data(8), num_train_steps=4,
+          workdir=str(tmp_path), eval_data=broken_eval, eval_every=2,
+          mesh_config=MeshConfig(1, 1, 1), devices=jax.devices()[:1],
+          compute_dtype="float32", progress=lambda _: None)

@@ -39,6 +39,11 @@ class PreemptionWatcher:
     logging.warning("received signal %d: saving at the next step boundary", signum)
     self._event.set()
 
+  @property
+  def signalled(self) -> bool:
+    """A preemption signal (or request) has arrived in this process."""
+    return self._event.is_set()
+
   def request_stop(self) -> None:
     """Programmatic preemption (single process: tests, schedulers with their own notice)."""
     self._event.set()

@@ -265,7 +265,17 @@ def train(objective: Objective | Callable[[], Objective] = gin.REQUIRED,
           progress(progress_line(step, num_train_steps, host))
           last_metrics = host
         if eval_now:
-          eval_metrics = evaluate(state)
+          try:
+            eval_metrics = evaluate(state)
+          except Exception as e:  # noqa: BLE001
+            # A scheduler's SIGTERM often reaches the whole process group, compiler
+            # subprocesses (ptxas) included: an eval compiling at that moment fails, but the
+            # train state is intact and must still be saved.
+            if not watcher.signalled:
+              raise
+            logging.warning("eval at step %d failed during preemption (%s); saving without it",
+                            step, e)
+            eval_now, stop, save_now = False, True, True
         if save_now:
           if final or stop:
             jax.block_until_ready(state)
