@@ -6,8 +6,6 @@ import shutil
 import subprocess
 import sys
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -15,7 +13,6 @@ from flax import nnx
 from audiolm_jax.audio import save_audio
 from audiolm_jax.codec import SoundStream, SoundStreamConfig
 from audiolm_jax.eval import codec_metrics as cm
-from audiolm_jax.eval.codec_model import find_codec_tree, init_codec, restore_codec
 from test_opus import speech_like
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,45 +78,6 @@ def test_bad_inputs_raise_with_the_fix(pair, monkeypatch):
     with pytest.raises(cm.MetricUnavailable, match="pip install pystoi"):
         cm.stoi(ref, ref)
 
-
-def test_restore_codec_reads_the_soundstream_inside_a_training_checkpoint(tmp_path):
-    from audiolm_jax.training.checkpoint import (CheckpointConfig, CheckpointMismatchError,
-                                                 Checkpointer)
-    from audiolm_jax.training.state import TrainState, to_pure
-    model = init_codec(TINY, seed=3)
-    params, rest = nnx.split_state(nnx.state(model), nnx.Param, ...)
-    # A GAN objective's model: the codec next to its discriminators.
-    disc = {"kernel": jnp.ones((3, 2))}
-    state = TrainState(step=jnp.int32(7),
-                       params={"generator": to_pure(params), "discriminators": disc},
-                       model_state={"generator": to_pure(rest)},
-                       opt_state={"generator": {"count": jnp.int32(0)}},
-                       rng=jax.random.key_data(jax.random.key(0)),
-                       nonfinite_streak=jnp.int32(0), nonfinite_total=jnp.int32(0),
-                       halted=jnp.bool_(False))
-    ckpt = Checkpointer(tmp_path, CheckpointConfig(async_save=False))
-    ckpt.save(7, state)
-    ckpt.wait()
-    ckpt.close()
-    restored, step = restore_codec(TINY, tmp_path)
-    assert step == 7 and isinstance(restored, SoundStream)
-    want, got = nnx.to_flat_state(nnx.state(model)), nnx.to_flat_state(nnx.state(restored))
-    assert [path for path, _ in got] == [path for path, _ in want]
-    for (path, a), (_, b) in zip(want, got):
-        assert type(a) is type(b), path  # Param stays Param, codebook state stays state
-        np.testing.assert_array_equal(np.asarray(b.get_value()), np.asarray(a.get_value()))
-    with pytest.raises(CheckpointMismatchError, match="codebooks"):
-        restore_codec(SoundStreamConfig(channels=4, embedding_dim=16, num_quantizers=8,
-                                        codebook_size=1024), tmp_path)
-
-
-def test_find_codec_tree_names_what_it_found():
-    codec = {"encoder": {}, "quantizer": {}, "decoder": {}}
-    assert find_codec_tree({"generator": codec, "disc": {"w": 1}}, "ckpt") is codec
-    with pytest.raises(ValueError, match="none .top-level keys .'lm'"):
-        find_codec_tree({"lm": {"w": 1}}, "ckpt")
-    with pytest.raises(ValueError, match="several"):
-        find_codec_tree({"a": codec, "b": codec}, "ckpt")
 
 
 def test_quantizers_for_maps_bitrates_to_levels():

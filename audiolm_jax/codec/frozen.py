@@ -148,7 +148,8 @@ def load_codec(checkpoint_dir: str | os.PathLike, gin_file: str | Sequence[str] 
                compute_dtype: str | None = None) -> SoundStream:
     """The trained SoundStream of a codec checkpoint, params and RVQ codebooks restored.
 
-    checkpoint_dir: the trainer's workdir, its `checkpoints/` folder, or one step folder.
+    checkpoint_dir: the trainer's workdir, its `checkpoints/` folder, one step folder, or an
+      export of the generator (`audiolm-jax export --prefix generator`).
     gin_file: gin file(s) (paths or names under gin/) that configure the codec; None reads the
       operative config beside the checkpoints. gin_bindings: extra `SoundStreamConfig.x = v`.
     step: None for the newest readable checkpoint (or the step folder given).
@@ -159,7 +160,11 @@ def load_codec(checkpoint_dir: str | os.PathLike, gin_file: str | Sequence[str] 
     from audiolm_jax.training.checkpoint import check_compatible, load_params  # noqa: PLC0415
     from audiolm_jax.training.state import from_pure, to_pure  # noqa: PLC0415
 
-    ckpt_dir, folder_step = resolve_checkpoint_dir(checkpoint_dir)
+    from audiolm_jax.training import export  # noqa: PLC0415
+
+    is_export = (Path(checkpoint_dir) / export.MANIFEST).is_file()
+    ckpt_dir, folder_step = ((os.fspath(checkpoint_dir), None) if is_export
+                             else resolve_checkpoint_dir(checkpoint_dir))
     step = folder_step if step is None else step
     if gin_file is None:
         operative = Path(ckpt_dir) / OPERATIVE_CONFIG
@@ -178,6 +183,12 @@ def load_codec(checkpoint_dir: str | os.PathLike, gin_file: str | Sequence[str] 
     if compute_dtype is not None:
         codec_config = dataclasses.replace(codec_config, compute_dtype=compute_dtype)
 
+    if is_export:  # `audiolm-jax export --prefix generator`: EMA statistics may be left out
+        model = export.restore_model(lambda rngs: SoundStream(codec_config, rngs=rngs),
+                                     export.load_export(ckpt_dir),
+                                     optional=("embed_sum", "cluster_size"))
+        model.eval()
+        return model
     where = ckpt_dir if step is None else os.path.join(ckpt_dir, str(step))
     saved = _codec_tree(_plain(load_params(ckpt_dir, step)), where)
     graphdef, template = nnx.split(nnx.eval_shape(lambda: SoundStream(codec_config,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import gin
 import jax
@@ -44,60 +44,6 @@ def init_codec(config: SoundStreamConfig, seed: int = 0) -> SoundStream:
     return nnx.merge(graphdef, jax.jit(lambda: nnx.state(make()), compiler_options=options)())
 
 
-def latest_step(checkpoint_dir: str | os.PathLike) -> int:
-    """The newest step saved under `checkpoint_dir`; NoCheckpointError if there is none."""
-    from audiolm_jax.training.checkpoint import Checkpointer, NoCheckpointError  # noqa: PLC0415
-    ckpt = Checkpointer(checkpoint_dir, read_only=True, items=("model",))
-    try:
-        step = ckpt.latest_step()
-    finally:
-        ckpt.close()
-    if step is None:
-        raise NoCheckpointError(f"no checkpoint step directories in {os.fspath(checkpoint_dir)}; "
-                                "pass the directory that holds them (the trainer's checkpoint dir)")
-    return step
-
-
-def _plain(tree: Any) -> Any:
-    return {str(k): _plain(v) for k, v in tree.items()} if isinstance(tree, Mapping) else tree
-
-
-def find_codec_tree(saved: Mapping, where: str) -> Mapping:
-    """The sub-dict of a saved model that holds a SoundStream's variables."""
-    found: list[tuple[str, Mapping]] = []
-    stack: list[tuple[str, Any]] = [("", saved)]
-    while stack:
-        path, node = stack.pop()
-        if not isinstance(node, Mapping):
-            continue
-        if _CODEC_KEYS <= set(node):
-            found.append((path or "/", node))
-            continue
-        stack += [(f"{path}/{k}", v) for k, v in node.items()]
-    if len(found) != 1:
-        tops = sorted(saved)[:12]
-        detail = (f"several ({[p for p, _ in found]})" if found
-                  else f"none (top-level keys {tops})")
-        raise ValueError(f"{where}: expected exactly one SoundStream sub-tree (keys encoder, "
-                         f"quantizer, decoder) in the saved model, found {detail}; is this a "
-                         "codec checkpoint?")
-    return found[0][1]
-
-
-def restore_codec(config: SoundStreamConfig, checkpoint_dir: str | os.PathLike,
-                  step: int | None = None) -> tuple[SoundStream, int]:
-    """(the SoundStream with the checkpoint's variables, the step read). step None: the newest.
-    Raises CheckpointMismatchError naming the parameters when `config` does not fit the weights."""
-    from audiolm_jax.training.checkpoint import check_compatible, load_params  # noqa: PLC0415
-    from audiolm_jax.training.state import from_pure, to_pure  # noqa: PLC0415
-    step = latest_step(checkpoint_dir) if step is None else step
-    where = os.path.join(os.fspath(checkpoint_dir), str(step))
-    saved = find_codec_tree(_plain(load_params(checkpoint_dir, step)), where)
-    graphdef, template = nnx.split(nnx.eval_shape(lambda: SoundStream(config, rngs=nnx.Rngs(0))))
-    check_compatible("codec", saved, to_pure(template), where)
-    return nnx.merge(graphdef, from_pure(template, saved)), step
-
-
 def build_codec(gin_files: Sequence[str], gin_bindings: Sequence[str] = (), *,
                 checkpoint: str | os.PathLike | None = None, step: int | None = None,
                 seed: int = 0) -> tuple[SoundStream, dict]:
@@ -106,7 +52,9 @@ def build_codec(gin_files: Sequence[str], gin_bindings: Sequence[str] = (), *,
     cfg = codec_config(gin_files, gin_bindings)
     source: dict[str, Any] = {"gin_files": list(gin_files), "gin_bindings": list(gin_bindings)}
     if checkpoint is not None:
-        model, step = restore_codec(cfg, checkpoint, step)
+        from audiolm_jax.codec.frozen import load_codec  # noqa: PLC0415
+        model = load_codec(checkpoint, list(gin_files) or None, gin_bindings=gin_bindings, step=step)
+        cfg = model.config
         source.update(checkpoint=os.path.abspath(os.fspath(checkpoint)), checkpoint_step=step,
                       random_init=False)
     else:
