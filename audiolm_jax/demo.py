@@ -33,7 +33,7 @@ def summary_lines(name: str, summary: dict) -> list[str]:
     return lines
 
 
-def run_demo(out_dir: str = "outputs/demo", hours: float = 0.5, seed: int = 0,
+def run_demo(out_dir: str = "outputs/demo", hours: float = 0.55, seed: int = 0,
              workers: int | None = None) -> dict:
     """Builds the small world under `out_dir/world` and prints its summaries."""
     from audiolm_jax.data.piano_world import build_piano_world
