@@ -4,8 +4,9 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from audiolm_jax.codec.discriminators import DiscriminatorOutput
+from audiolm_jax.codec.discriminators import DiscriminatorOutput, average_pool_by_2
 from audiolm_jax.codec.losses import (
     feature_matching_loss,
     hinge_discriminator_loss,
@@ -70,3 +71,17 @@ def test_stft_matches_librosa_and_mel_filters_match_htk():
     np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-3)
     reference = librosa.filters.mel(sr=16000, n_fft=512, n_mels=64, htk=True, norm=None).T
     np.testing.assert_allclose(mel_filterbank(512, 64, 16000), reference, atol=1e-5)
+
+
+@pytest.mark.parametrize("samples", [1, 2, 3, 5, 8, 321])
+def test_average_pool_ignores_padding_like_a_masked_pool(samples):
+    x = np.random.default_rng(samples).standard_normal((2, samples)).astype(np.float32)
+    padded = np.pad(x, ((0, 0), (4, 4)))
+    mask = np.pad(np.ones_like(x), ((0, 0), (4, 4)))
+    out = np.asarray(average_pool_by_2(jnp.asarray(x)))
+    # numpy reference: mean of the real samples under each SAME window
+    pad_lo = max((-(-samples // 2) - 1) * 2 + 4 - samples, 0) // 2
+    for i in range(out.shape[1]):
+        lo = 4 + i * 2 - pad_lo
+        want = padded[:, lo:lo + 4].sum(1) / mask[:, lo:lo + 4].sum(1)
+        np.testing.assert_allclose(out[:, i], want, rtol=1e-5)

@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import gin
 import jax
+import numpy as np
 import jax.numpy as jnp
 from flax import nnx
 
@@ -83,11 +84,20 @@ class WaveDiscriminator(nnx.Module):
         return DiscriminatorOutput(self.to_logits(x)[..., 0], tuple(features))
 
 
+def _valid_counts(samples: int, window: int = 4, stride: int = 2) -> np.ndarray:
+    """Real (unpadded) samples under each "SAME" window: `[ceil(samples / stride)]`. Computed in
+    numpy from the static length, so XLA has no all-ones array to constant-fold (seconds of
+    compile time at training batch sizes)."""
+    out = -(-samples // stride)
+    pad = max((out - 1) * stride + window - samples, 0)
+    starts = np.arange(out) * stride - pad // 2
+    return (np.minimum(starts + window, samples) - np.maximum(starts, 0)).astype(np.float32)
+
+
 def average_pool_by_2(wav: jax.Array) -> jax.Array:
     """Window-4, stride-2 average pooling that ignores padding: `[b, s] -> [b, ceil(s / 2)]`."""
-    def pool(x):
-        return jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 4), (1, 2), "SAME")
-    return pool(wav) / pool(jnp.ones_like(wav))
+    total = jax.lax.reduce_window(wav, 0.0, jax.lax.add, (1, 4), (1, 2), "SAME")
+    return total / jnp.asarray(_valid_counts(wav.shape[-1]), wav.dtype)
 
 
 class MultiScaleWaveDiscriminator(nnx.Module):
