@@ -136,6 +136,21 @@ def test_gin_defaults_and_per_group_optimizer_scopes():
         gin.clear_config()
 
 
+def _train_one_device_with_eval(workdir, eval_data, num_train_steps):
+    return train(
+        objective=make_lm_objective(),
+        train_data=token_data(8),
+        num_train_steps=num_train_steps,
+        workdir=str(workdir),
+        eval_data=eval_data,
+        eval_every=2,
+        mesh_config=MeshConfig(1, 1, 1),
+        devices=jax.devices()[:1],
+        compute_dtype="float32",
+        progress=lambda _: None,
+    )
+
+
 def test_an_eval_killed_by_the_preemption_signal_still_saves(tmp_path):
     """SIGTERM to the process group can kill a compiler subprocess mid-eval: save anyway."""
     import os
@@ -146,18 +161,7 @@ def test_an_eval_killed_by_the_preemption_signal_still_saves(tmp_path):
         raise RuntimeError("ptxas exited with non-zero error code 15")
         yield  # pragma: no cover - makes this a generator
 
-    result = train(
-        objective=make_lm_objective(),
-        train_data=token_data(8),
-        num_train_steps=6,
-        workdir=str(tmp_path),
-        eval_data=dying_eval,
-        eval_every=2,
-        mesh_config=MeshConfig(1, 1, 1),
-        devices=jax.devices()[:1],
-        compute_dtype="float32",
-        progress=lambda _: None,
-    )
+    result = _train_one_device_with_eval(tmp_path, dying_eval, num_train_steps=6)
     assert result.preempted and result.step == 2
     with Checkpointer(tmp_path / "checkpoints") as ckpt:
         assert ckpt.steps() == [2]
@@ -169,15 +173,4 @@ def test_an_eval_error_without_preemption_is_raised(tmp_path):
         yield  # pragma: no cover
 
     with pytest.raises(RuntimeError, match="eval data is broken"):
-        train(
-            objective=make_lm_objective(),
-            train_data=token_data(8),
-            num_train_steps=4,
-            workdir=str(tmp_path),
-            eval_data=broken_eval,
-            eval_every=2,
-            mesh_config=MeshConfig(1, 1, 1),
-            devices=jax.devices()[:1],
-            compute_dtype="float32",
-            progress=lambda _: None,
-        )
+        _train_one_device_with_eval(tmp_path, broken_eval, num_train_steps=4)
