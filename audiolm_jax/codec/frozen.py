@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from flax import nnx
-from gin import config_parser
 
 from audiolm_jax import config as gin_paths
 from audiolm_jax.codec.soundstream import SoundStream, SoundStreamConfig
+from audiolm_jax.gin_reader import dataclass_from_gin
 
 OPERATIVE_CONFIG = "operative_config.gin"   # as written by audiolm_jax.training.checkpoint
 _CODEC_KEYS = frozenset({"encoder", "quantizer", "decoder"})
@@ -31,85 +31,13 @@ _CODEC_KEYS = frozenset({"encoder", "quantizer", "decoder"})
 
 # --- the model's config from gin text, without gin's global state ------------------------------
 
-class _Macro:
-    def __init__(self, name: str):
-        self.name = name
-
-
-class _Reference:
-    def __init__(self, name: str):
-        self.name = name
-
-
-class _Delegate(config_parser.ParserDelegate):
-    def configurable_reference(self, scoped_configurable_name, evaluate):
-        return _Reference(scoped_configurable_name)
-
-    def macro(self, macro_name):
-        return _Macro(macro_name)
-
-
-def _statements(text: str, source: str, seen: tuple[str, ...] = ()):
-    """gin statements of `text`, includes expanded in place (paths as `config.parse_gin`)."""
-    try:
-        parsed = list(config_parser.ConfigParser(text, _Delegate()))
-    except SyntaxError as e:
-        raise ValueError(f"{source}: not valid gin ({e}); pass the gin file the codec was "
-                         "trained with") from e
-    for statement in parsed:
-        if isinstance(statement, config_parser.IncludeStatement):
-            path = _resolve_include(statement.filename, source)
-            if path in seen:
-                raise ValueError(f"{source}: include cycle through {path}")
-            yield from _statements(Path(path).read_text(), path, seen + (path,))
-        else:
-            yield statement
-
-
-def _resolve_include(name: str, source: str) -> str:
-    beside = Path(source).parent / name
-    if beside.is_file():
-        return str(beside)
-    return gin_paths.resolve_gin_file(name)
-
-
-def _resolve(value: Any, macros: Mapping[str, Any], source: str, depth: int = 0) -> Any:
-    if isinstance(value, _Macro):
-        if value.name not in macros or depth > 20:
-            raise ValueError(f"{source}: macro %{value.name} is not defined")
-        return _resolve(macros[value.name], macros, source, depth + 1)
-    if isinstance(value, _Reference):
-        raise ValueError(f"{source}: SoundStreamConfig takes literal values, got @{value.name}")
-    if isinstance(value, (list, tuple)):
-        return tuple(_resolve(v, macros, source, depth) for v in value)
-    return value
-
-
 def soundstream_config_from_gin(texts: Sequence[tuple[str, str]]) -> SoundStreamConfig:
     """The SoundStreamConfig bound by gin `texts` ([(text, source name)], later ones win).
 
     Unbound fields keep the dataclass defaults (the paper's speech codec); scoped bindings
     (`scope/SoundStreamConfig.x`) are ignored, as the codec trainer binds none.
     """
-    macros: dict[str, Any] = {}
-    bound: dict[str, tuple[Any, str]] = {}
-    for text, source in texts:
-        for statement in _statements(text, source):
-            if not isinstance(statement, config_parser.BindingStatement) or statement.scope:
-                continue
-            if not statement.arg_name:            # `NAME = value` defines a macro
-                macros[statement.selector] = statement.value
-            elif statement.selector.rsplit(".", 1)[-1] == SoundStreamConfig.__name__:
-                bound[statement.arg_name] = (statement.value, source)
-    fields = {f.name: f.default for f in dataclasses.fields(SoundStreamConfig)}
-    unknown = sorted(set(bound) - set(fields))
-    if unknown:
-        raise ValueError(f"{bound[unknown[0]][1]}: SoundStreamConfig has no field(s) {unknown}; "
-                         f"known fields: {sorted(fields)}")
-    for name, (value, source) in bound.items():
-        fields[name] = _resolve(value, macros, source)
-    # Every field is passed explicitly, so no gin binding of the calling process leaks in.
-    return SoundStreamConfig(**fields)
+    return dataclass_from_gin(SoundStreamConfig, texts)
 
 
 # --- where the checkpoint is -------------------------------------------------------------------

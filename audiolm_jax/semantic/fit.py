@@ -25,10 +25,10 @@ from typing import Callable, Iterator
 import gin
 import jax
 import numpy as np
-from gin import config_parser
 
 from audiolm_jax.audio import SAMPLE_RATE
 from audiolm_jax.data.audio_reader import AudioCropReader
+from audiolm_jax.gin_reader import configurable_bindings
 from audiolm_jax.semantic.tokenizer import fit_semantic_tokenizer
 from audiolm_jax.semantic.w2v_bert import W2vBert, W2vBertConfig, num_frames
 from audiolm_jax.training.checkpoint import OPERATIVE_CONFIG, Checkpointer, load_model
@@ -89,15 +89,11 @@ def checkpoint_steps(path: str | os.PathLike) -> tuple[Path, list[int]]:
 
 def model_config_from_gin(text: str, source: str = "<gin>") -> W2vBertConfig:
     """The W2vBertConfig a run used, from its operative gin config (unscoped bindings only)."""
-    statements = config_parser.ConfigParser(text, gin.config.ParserDelegate(skip_unknown=True))
-    values = {}
-    for statement in statements:
-        if (isinstance(statement, config_parser.BindingStatement) and not statement.scope
-                and statement.selector.split(".")[-1] == "W2vBertConfig"):
-            values[statement.arg_name] = statement.value
+    values = {name: value for name, (value, _) in
+              configurable_bindings([(text, source)], "W2vBertConfig").items()}
     if not values:
-        raise ValueError(f"{source}: binds no W2vBertConfig parameter; it is not the config of a "
-                         f"w2v-BERT run (train.objective = @W2vBertObjective())")
+        raise ValueError(f"{source}: binds no W2vBertConfig parameter; it is not the config of "
+                         f"a w2v-BERT run (train.objective = @W2vBertObjective())")
     try:
         return W2vBertConfig.from_dict(values)
     except ValueError as e:
