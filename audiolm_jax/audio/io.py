@@ -12,6 +12,7 @@ import dataclasses
 import os
 import stat
 import struct
+import sys
 import tempfile
 
 import numpy as np
@@ -33,6 +34,9 @@ RESAMPLE_QUALITY = "HQ"  # soxr "high quality": 20-bit precision, deterministic,
 _BLOCK_FRAMES = 1 << 16  # Decode in blocks: a lying header cannot make us allocate its claimed size.
 _UNKNOWN_FRAMES = 1 << 62  # libsndfile reports SF_COUNT_MAX for streams of unknown length.
 _MP3_FRAME = 1152  # MP3 headers only estimate the length (unless a Xing tag is present).
+# Below this a header's rate is implausible for audio, and resampling it to 16 kHz would turn a
+# few bytes into gigabytes (a 2 MB WAV claiming 1 Hz decodes to 16e9 samples).
+MIN_FILE_RATE = 1000
 
 # Leading bytes of the containers libsndfile reads. A file that starts like one of these but does
 # not open is corrupt; anything else that does not open is not audio.
@@ -118,6 +122,7 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
     head = _checked_container(path)
     with _open(path, head) as f:
         rate, channels, fmt, subtype = f.samplerate, f.channels, f.format, f.subtype
+        _check_file_rate(path, rate, fmt)
         frames = f.frames
         if frames >= _UNKNOWN_FRAMES:
             frames = sum(len(b) for b in _iter_blocks(f, path))
@@ -131,6 +136,7 @@ def _decode(path: str) -> tuple[np.ndarray, int]:
     head = _checked_container(path)
     with _open(path, head) as f:
         rate, channels, fmt, declared = f.samplerate, f.channels, f.format, f.frames
+        _check_file_rate(path, rate, fmt)
         blocks = list(_iter_blocks(f, path))
     wav = np.concatenate(blocks) if blocks else np.zeros((0, channels), np.float32)
     decoded = len(wav)
@@ -200,15 +206,31 @@ def _looks_like_audio(head: bytes) -> bool:
     return mpeg_sync or head.startswith(_AUDIO_MAGIC)
 
 
+def _check_file_rate(path: str, rate: int, fmt: str) -> None:
+    if rate < MIN_FILE_RATE:
+        raise AudioCorrupt(path, f"the {fmt} header declares an implausible {rate} Hz sample rate "
+                                 f"(below {MIN_FILE_RATE} Hz)")
+
+
 def _open(path: str, head: bytes) -> sf.SoundFile:
     try:
-        return sf.SoundFile(path)
+        return sf.SoundFile(_soundfile_path(path))
     except Exception as e:  # libsndfile reports every failure as one exception type; classify it.
         reason = _libsndfile_message(e)
         if _looks_like_audio(head):
             raise AudioCorrupt(path, f"header does not decode ({reason})") from None
         raise NotAudio(path, f"content is not a recognised audio format (starts with {head[:8]!r}; "
                              f"libsndfile: {reason})") from None
+
+
+def _soundfile_path(path: str) -> str | bytes:
+    # soundfile encodes a str path strictly, so a file name that is not valid in the filesystem
+    # encoding (held in str with surrogate escapes by os.listdir) would not open; pass its bytes.
+    try:
+        path.encode(sys.getfilesystemencoding())
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path)
 
 
 def _iter_blocks(f: sf.SoundFile, path: str):

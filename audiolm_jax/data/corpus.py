@@ -196,7 +196,7 @@ def _json_text(meta_path: str, problems: dict[str, str]) -> str | None:
     try:
         with open(meta_path, encoding="utf-8") as fh:
             meta = json.load(fh)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: absurdly nested JSON
         problems[meta_path] = f"unreadable metadata JSON ({e}); text taken from trans.txt if any"
         return None
     text = meta.get("text") if isinstance(meta, dict) else None

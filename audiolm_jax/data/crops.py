@@ -29,7 +29,8 @@ def stable_seed(*parts: object) -> int:
 
     Python's `hash()` of a str is salted per process (PYTHONHASHSEED), so it cannot key data order.
     """
-    key = "\x1f".join(str(p) for p in parts).encode("utf-8")
+    # surrogateescape: ids from file names that are not valid UTF-8 (same bytes for valid ones).
+    key = "\x1f".join(str(p) for p in parts).encode("utf-8", "surrogateescape")
     return int.from_bytes(hashlib.blake2b(key, digest_size=16).digest(), "little")
 
 
