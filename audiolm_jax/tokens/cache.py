@@ -71,7 +71,8 @@ def sha256_file(path: str | os.PathLike) -> str:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to a temp file beside `path`, fsync, then rename: readers never see half."""
     path = os.fspath(path)
-    temp = f"{path}.tmp-{os.getpid()}"
+    directory, name = os.path.split(path)
+    temp = os.path.join(directory, f".{name}.tmp-{os.getpid()}")  # hidden: never a cache member
     try:
         with open(temp, "wb") as f:
             f.write(data)

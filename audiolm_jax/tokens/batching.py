@@ -1,0 +1,72 @@
+"""Batches for the tokenize job: utterances grouped by length, padded to a few bucket lengths.
+
+Every compiled program has a fixed [batch, samples] shape, so the job pads each batch to a bucket
+length and keeps the batch size constant (short batches get filler rows). Buckets grow
+geometrically (4 per octave), which bounds both the padding (< 25 %) and the number of compiled
+shapes (about 4 per doubling of the longest utterance).
+
+Frame counts of an utterance of `samples` samples at 16 kHz:
+    semantic  samples // 640   (25 Hz; w2v-BERT drops a partial last frame)
+    acoustic  samples // 320   (50 Hz; the causal codec's frames that see only real audio)
+so acoustic = 2 * semantic or 2 * semantic + 1. Buckets leave at least one 40 ms frame of zeros
+after the longest utterance, as `audiolm-jax semantic tokenize` does: the last real w2v-BERT frames
+then see the same (zero) context whatever the bucket, so ids do not depend on the batching.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+SEMANTIC_HOP = 640   # samples per 25 Hz semantic frame
+ACOUSTIC_HOP = 320   # samples per 50 Hz codec frame
+STEPS_PER_OCTAVE = 4
+
+
+def semantic_frames(samples: int) -> int:
+    return samples // SEMANTIC_HOP
+
+
+def acoustic_frames(samples: int) -> int:
+    return samples // ACOUSTIC_HOP
+
+
+def bucket_length(samples: int) -> int:
+    """Padded length (samples, a multiple of 640) for a batch whose longest row has `samples`:
+    at least one frame of padding, rounded up to a step of 1/4 of its power-of-two octave."""
+    units = samples // SEMANTIC_HOP + 1 + (samples % SEMANTIC_HOP > 0)  # >= 1 frame of zeros
+    step = max(1, (1 << (units.bit_length() - 1)) // STEPS_PER_OCTAVE)
+    return -(-units // step) * step * SEMANTIC_HOP
+
+
+class Batch(NamedTuple):
+    """rows: indices into the caller's utterance list (-1 for filler rows);
+    wav float32 [batch, padded]; lengths int32 [batch] true samples (filler rows: padded)."""
+    rows: np.ndarray
+    wav: np.ndarray
+    lengths: np.ndarray
+
+
+def plan_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of up to `batch_size`, sorted by length (ties by index), so
+    rows of one batch have similar lengths. Deterministic in `lengths` and `batch_size`."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def pad_batch(rows: Sequence[int], wavs: Sequence[np.ndarray], batch_size: int) -> Batch:
+    """Stack the `rows` of `wavs` (each float [samples]) into one zero-padded [batch_size, bucket]
+    batch; missing rows are filled with silence of the full bucket length."""
+    if not 0 < len(rows) <= batch_size:
+        raise ValueError(f"a batch holds 1..{batch_size} rows, got {len(rows)}")
+    padded = bucket_length(max(len(wavs[r]) for r in rows))
+    wav = np.zeros([batch_size, padded], np.float32)
+    lengths = np.full([batch_size], padded, np.int32)
+    for slot, r in enumerate(rows):
+        wav[slot, :len(wavs[r])] = wavs[r]
+        lengths[slot] = len(wavs[r])
+    index = np.full([batch_size], -1, np.int64)
+    index[:len(rows)] = rows
+    return Batch(index, wav, lengths)
