@@ -15,8 +15,9 @@ zerospeech-libriabx2 reworks), the ZeroSpeech 2021 metric:
   that is empty (so 25 Hz and 50 Hz features are cut from the same timings);
 - distance of two items: DTW over the frame-distance matrix (steps right, down, diagonal), the
   path cost divided by the path length; frame distance `angular` = arccos(cosine) / pi in
-  [0, 1] (a zero vector is at 0 from another zero vector and at 1 from anything else), or
-  `euclidean`;
+  [0, 1] (a zero vector is at 0 from another zero vector and at 1 from anything else),
+  `euclidean`, or `mismatch` for integer codes `[frames, levels]`: the fraction of levels whose
+  ids differ (a one-hot 0/1 distance, averaged over RVQ levels);
 - groups: tokens of one (context, phone, speaker) cell, at most `max_group_size` of them
   (a seeded sample, drawn once per cell); across speakers at most `max_x_speakers` X speakers
   per A cell. A group's error is the mean over its triplets;
@@ -26,9 +27,8 @@ zerospeech-libriabx2 reworks), the ZeroSpeech 2021 metric:
 One deviation: DTW cost is symmetric, so each unordered item pair is aligned once; the path-length
 normaliser can differ from libri-light's only where its backtrack meets an exact tie.
 
-Discrete tokens are scored through vectors (see eval/abx_features.py): their embeddings (k-means
-centroids, summed RVQ codebook vectors) or one-hot codes with the angular distance, where two
-different ids are at 0.5 and equal ids at 0.
+Discrete tokens (see eval/abx_features.py) are scored either through their embeddings (k-means
+centroids, summed RVQ codebook vectors) with the angular distance, or as ids with `mismatch`.
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ import numpy as np
 
 # Labels of silence in flite/festival (pau), TIMIT (h#), Kaldi/MFA (sil, sp, spn) alignments.
 SILENCES = frozenset({"pau", "sil", "sp", "spn", "h#", "SIL", ""})
-DISTANCES = ("angular", "euclidean")
+DISTANCES = ("angular", "euclidean", "mismatch")
 # DTW chunks hold at most this many floats of padded frames (pairs x frames x dim), ~128 MB.
 _CHUNK_FLOATS = 1 << 25
 
@@ -97,6 +97,9 @@ def _unit_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def frame_distances(x: np.ndarray, y: np.ndarray, distance: str = "angular") -> np.ndarray:
     """Frame-distance matrices `[..., n, dim], [..., m, dim] -> [..., n, m]`."""
+    if distance == "mismatch":  # integer codes [..., levels]: the fraction of levels that differ
+        x, y = np.asarray(x), np.asarray(y)
+        return np.mean(x[..., :, None, :] != y[..., None, :, :], axis=-1).astype(np.float32)
     x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
     if distance == "euclidean":
         diff = x[..., :, None, :] - y[..., None, :, :]
@@ -181,8 +184,8 @@ def pair_distances(segments: Sequence[np.ndarray], pairs: np.ndarray,
         while len(chunk) > 1 and len(chunk) * max(rows, cols) * dim > _CHUNK_FLOATS:
             chunk = chunk[:len(chunk) // 2]
             rows, cols = n[chunk].max(), m[chunk].max()
-        x = np.zeros((len(chunk), rows, dim), np.float32)
-        y = np.zeros((len(chunk), cols, dim), np.float32)
+        x = np.zeros((len(chunk), rows, dim), segments[0].dtype)
+        y = np.zeros((len(chunk), cols, dim), segments[0].dtype)
         for k, p in enumerate(chunk):
             x[k, :n[p]] = segments[pairs[p, 0]]
             y[k, :m[p]] = segments[pairs[p, 1]]
@@ -222,7 +225,7 @@ def item_segments(items: Sequence[AbxItem], features: Mapping[str, np.ndarray], 
         start, end = frame_span(item.onset, item.offset, frame_rate, len(feats))
         if end > start:
             kept.append(item)
-            segments.append(np.asarray(feats[start:end], np.float32))
+            segments.append(np.asarray(feats[start:end]))
     return kept, segments
 
 
