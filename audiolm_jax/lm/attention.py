@@ -139,7 +139,8 @@ class SelfAttention(nnx.Module):
         return LayerCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
 
     def decode(self, x: jax.Array, bias: jax.Array, cache: LayerCache, position: jax.Array, *,
-               constrain: ActivationConstraint) -> tuple[jax.Array, LayerCache]:
+               constrain: ActivationConstraint, key_start: jax.Array | None = None
+               ) -> tuple[jax.Array, LayerCache]:
         """Attention for `steps` new tokens written into the cache at `position`.
 
         Args:
@@ -147,6 +148,7 @@ class SelfAttention(nnx.Module):
           bias: [1, heads, steps, max_len] bias of those queries against every cache slot.
           cache: keys/values of positions < position (later slots are ignored by the mask).
           position: int32 scalar (may be traced).
+          key_start: optional int32 [batch]: keys before it are ignored (left-padded prompts).
         Returns:
           ([batch, steps, embed], cache with the new keys/values written).
         """
@@ -157,7 +159,10 @@ class SelfAttention(nnx.Module):
             constrain(jax.lax.dynamic_update_slice(cache.key, key.astype(cache.key.dtype), start), names),
             constrain(jax.lax.dynamic_update_slice(cache.value, value.astype(cache.value.dtype), start), names))
         query_positions = position + jnp.arange(x.shape[1])
-        mask = causal_mask(query_positions, jnp.arange(cache.key.shape[1]))
+        key_positions = jnp.arange(cache.key.shape[1])
+        mask = causal_mask(query_positions, key_positions)
+        if key_start is not None:
+            mask = mask & (key_positions[None, :] >= key_start[:, None])[:, None, None, :]
         attended = reference_attention(query, cache.key.astype(query.dtype),
                                        cache.value.astype(query.dtype), bias, mask)
         return self._output(attended), cache

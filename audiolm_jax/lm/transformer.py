@@ -90,9 +90,10 @@ class DecoderBlock(nnx.Module):
         return constrain(x + dropout(fed, self.dropout_rate, output_key), _ACTIVATION)
 
     def decode(self, x: jax.Array, bias: jax.Array, cache: LayerCache, position: jax.Array,
-               constrain: ActivationConstraint) -> tuple[jax.Array, LayerCache]:
+               constrain: ActivationConstraint, key_start: jax.Array | None = None
+               ) -> tuple[jax.Array, LayerCache]:
         attended, cache = self.attention.decode(self.attention_norm(x), bias, cache, position,
-                                                constrain=constrain)
+                                                constrain=constrain, key_start=key_start)
         x = x + attended
         return x + self.feed_forward(self.feed_forward_norm(x), None, constrain), cache
 
@@ -173,8 +174,8 @@ class Transformer(nnx.Module):
         return tuple(block.attention.init_cache(batch, max_len, self.config.compute_dtype)
                      for block in self.blocks)
 
-    def decode_step(self, tokens: jax.Array, cache: KVCache,
-                    position: jax.Array | int) -> tuple[jax.Array, KVCache]:
+    def decode_step(self, tokens: jax.Array, cache: KVCache, position: jax.Array | int,
+                    key_start: jax.Array | None = None) -> tuple[jax.Array, KVCache]:
         """Logits for `tokens` placed at positions position.. using (and filling) the cache.
 
         Prefill is a call with the whole prompt at position 0; sampling then calls it with
@@ -187,6 +188,9 @@ class Transformer(nnx.Module):
           tokens: int [batch, steps].
           cache: from `init_cache` or a previous call; slots >= position are overwritten.
           position: int32 scalar, absolute position of tokens[:, 0].
+          key_start: optional int32 [batch], the first real position of each row: keys before
+            it are masked out, so prompts left-padded to one length decode as if unpadded (the
+            relative bias only sees offsets). None: every key counts.
         Returns:
           (float32 [batch, steps, padded_vocab], updated cache).
         """
@@ -197,6 +201,7 @@ class Transformer(nnx.Module):
         bias = self.relative_bias(query_positions, jnp.arange(max_len))[None].astype(x.dtype)
         new_cache = []
         for block, layer_cache in zip(self.blocks, cache):
-            x, layer_cache = block.decode(x, bias, layer_cache, position, self.constrain)
+            x, layer_cache = block.decode(x, bias, layer_cache, position, self.constrain,
+                                          key_start)
             new_cache.append(layer_cache)
         return self._logits(x), tuple(new_cache)

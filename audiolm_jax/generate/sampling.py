@@ -1,0 +1,168 @@
+"""Compiled, KV-cached sampling from a stage Transformer.
+
+One jitted program per (model, shapes, sampling settings): a prefill of the prompts, then one
+token per iteration of a `lax.while_loop` over the KV cache (no Python loop per token). Each
+generated position t may be restricted to an id range `allowed[t] = [low, high)`, which keeps
+acoustic tokens on the level the row-major layout puts there and semantic tokens in their range.
+
+Prompts of different lengths share a batch by LEFT padding: row b's prompt occupies positions
+[P - length_b, P) and the cache ignores keys before P - length_b (`decode_step(key_start=)`).
+The T5 relative bias sees only key - query offsets, so a left-padded row decodes exactly as it
+would alone. With `num_samples` > 1 the prompts are prefilled once and their caches repeated:
+rows come out prompt-major (prompt 0's samples first).
+
+Sampling order per step: range mask, temperature (0 = argmax), top-k, top-p, then a
+categorical draw with the key `fold_in(rng, step)`; the same seed gives the same tokens.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from audiolm_jax.lm.layouts import PAD
+from audiolm_jax.lm.transformer import Transformer
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+    """temperature: 0 takes the argmax. top_k: keep the k most likely ids (0: off).
+    top_p: keep the smallest set of ids whose probability reaches top_p (1.0: off)."""
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+    def __post_init__(self):
+        if not self.temperature >= 0:
+            raise ValueError(f"SamplingConfig.temperature={self.temperature}: use 0 (argmax) or a "
+                             "positive temperature")
+        if self.top_k < 0:
+            raise ValueError(f"SamplingConfig.top_k={self.top_k}: use 0 (off) or a positive k")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"SamplingConfig.top_p={self.top_p}: use a value in (0, 1]")
+
+
+def filter_logits(logits: jax.Array, config: SamplingConfig, low: jax.Array,
+                  high: jax.Array) -> jax.Array:
+    """float32 [batch, vocab] -> the logits to draw from: -inf outside [low, high) per row,
+    divided by the temperature, then cut to the top-k and the top-p nucleus."""
+    ids = jnp.arange(logits.shape[-1])
+    inside = (ids[None, :] >= low[:, None]) & (ids[None, :] < high[:, None])
+    logits = jnp.where(inside, logits.astype(jnp.float32), -jnp.inf)
+    if config.temperature > 0:
+        logits = logits / config.temperature
+    if config.top_k > 0 and config.top_k < logits.shape[-1]:
+        kth = jax.lax.top_k(logits, config.top_k)[0][:, -1:]
+        logits = jnp.where(logits >= kth, logits, -jnp.inf)
+    if config.top_p < 1.0:
+        ordered = jnp.sort(logits, axis=-1)[:, ::-1]
+        probs = jax.nn.softmax(ordered, axis=-1)
+        before = jnp.cumsum(probs, axis=-1) - probs          # mass of the more likely ids
+        kept = jnp.where(before < config.top_p, ordered, jnp.inf)   # the first is always kept
+        logits = jnp.where(logits >= jnp.min(kept, axis=-1, keepdims=True), logits, -jnp.inf)
+    return logits
+
+
+def sample_logits(logits: jax.Array, key: jax.Array, config: SamplingConfig, low: jax.Array,
+                  high: jax.Array) -> jax.Array:
+    """int32 [batch]: one id per row of float32 [batch, vocab] logits, inside [low, high)."""
+    logits = filter_logits(logits, config, low, high)
+    if config.temperature == 0:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+
+
+def left_pad(prompts: Sequence[np.ndarray], pad_id: int = PAD) -> tuple[np.ndarray, np.ndarray]:
+    """Token prompts of any lengths (each >= 1) -> (int32 [batch, max_len] left-padded, int32
+    [batch] lengths)."""
+    prompts = [np.asarray(p, np.int32).reshape(-1) for p in prompts]
+    if not prompts or min(p.size for p in prompts) == 0:
+        raise ValueError("every prompt needs at least one token (BOS); build prompts with "
+                         "audiolm_jax.lm.layouts.prompt_tokens")
+    width = max(p.size for p in prompts)
+    out = np.full((len(prompts), width), pad_id, np.int32)
+    for row, prompt in enumerate(prompts):
+        out[row, width - prompt.size:] = prompt
+    return out, np.array([p.size for p in prompts], np.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "num_tokens", "num_samples", "config",
+                                             "eos_id"))
+def _sample(graphdef, state, prompts, lengths, allowed, rng, *, num_tokens, num_samples, config,
+            eos_id):
+    model: Transformer = nnx.merge(graphdef, state)
+    batch, width = prompts.shape
+    key_start = (width - lengths).astype(jnp.int32)
+    cache = model.init_cache(batch, width + num_tokens)
+    logits, cache = model.decode_step(prompts, cache, 0, key_start)
+    logits = logits[:, -1]
+    if num_samples > 1:
+        repeat = lambda x: jnp.repeat(x, num_samples, axis=0)
+        logits, cache, key_start = repeat(logits), jax.tree.map(repeat, cache), repeat(key_start)
+    rows = batch * num_samples
+    out = jnp.full((rows, num_tokens), PAD, jnp.int32)
+    done = jnp.zeros((rows,), bool)
+
+    def cond(carry):
+        step, _, _, _, done = carry
+        return (step < num_tokens) & ~jnp.all(done)
+
+    def body(carry):
+        step, logits, cache, out, done = carry
+        low = jnp.broadcast_to(allowed[step, 0], (rows,))
+        high = jnp.broadcast_to(allowed[step, 1], (rows,))
+        token = sample_logits(logits, jax.random.fold_in(rng, step), config, low, high)
+        token = jnp.where(done, PAD, token)
+        out = jax.lax.dynamic_update_slice(out, token[:, None], (0, step))
+        if eos_id is not None:
+            done = done | (token == eos_id)
+        logits, cache = model.decode_step(token[:, None], cache, width + step, key_start)
+        return step + 1, logits[:, 0], cache, out, done
+
+    carry = (jnp.int32(0), logits, cache, out, done)
+    return jax.lax.while_loop(cond, body, carry)[3]
+
+
+def sample(model: Transformer, prompts: Sequence[np.ndarray], num_tokens: int, *,
+           rng: jax.Array, config: SamplingConfig = SamplingConfig(),
+           allowed: np.ndarray | None = None, num_samples: int = 1,
+           eos_id: int | None = None) -> np.ndarray:
+    """Continues each prompt by `num_tokens` sampled tokens.
+
+    Args:
+      model: a stage Transformer (dropout is off in decoding).
+      prompts: token prompts (BOS first; see layouts.prompt_tokens), any lengths >= 1.
+      num_tokens: tokens to generate per row.
+      rng: a jax.random key; the same key, prompts and settings give the same tokens.
+      allowed: int [num_tokens, 2] [low, high) ids for each generated position; None allows
+        every real id [0, vocab_size).
+      num_samples: continuations per prompt (rows are prompt-major).
+      eos_id: stop a row after this id (later positions are PAD) and the loop once every row
+        has stopped; None generates exactly `num_tokens`.
+    Returns:
+      int32 [len(prompts) * num_samples, num_tokens].
+    """
+    if num_tokens < 1 or num_samples < 1:
+        raise ValueError(f"sample: num_tokens={num_tokens} and num_samples={num_samples} must be "
+                         ">= 1")
+    if allowed is None:
+        allowed = np.tile(np.array([[0, model.config.vocab_size]], np.int32), (num_tokens, 1))
+    allowed = np.asarray(allowed, np.int32)
+    if allowed.shape != (num_tokens, 2):
+        raise ValueError(f"sample: allowed has shape {allowed.shape}, expected ({num_tokens}, 2): "
+                         "one [low, high) id range per generated token")
+    if np.any(allowed[:, 0] >= allowed[:, 1]) or allowed.min() < 0 \
+            or allowed.max() > model.config.vocab_size:
+        raise ValueError(f"sample: every allowed range must be a non-empty [low, high) inside "
+                         f"[0, {model.config.vocab_size}); check the vocabulary of this model")
+    padded, lengths = left_pad(prompts)
+    graphdef, state = nnx.split(model)
+    out = _sample(graphdef, state, jnp.asarray(padded), jnp.asarray(lengths),
+                  jnp.asarray(allowed), rng, num_tokens=int(num_tokens),
+                  num_samples=int(num_samples), config=config, eos_id=eos_id)
+    return np.asarray(out)

@@ -1,0 +1,103 @@
+"""Compiled KV-cached sampling: cache == recomputation, argmax, softmax frequencies, ranges,
+left padding, determinism, top-k / top-p."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from audiolm_jax.generate.sampling import SamplingConfig, filter_logits, left_pad, sample
+from audiolm_jax.lm.config import TransformerConfig
+from audiolm_jax.lm.transformer import Transformer
+
+CONFIG = TransformerConfig(vocab_size=195, num_layers=2, num_heads=4, d_model=64, d_ff=128,
+                           dropout_rate=0.1)   # gin models/lm_tiny
+
+
+@pytest.fixture(scope="module")
+def model():
+    return Transformer(CONFIG, rngs=nnx.Rngs(0))
+
+
+def _greedy_by_recomputation(model, prompt, steps):
+    seq = list(prompt)
+    for _ in range(steps):
+        logits = model(jnp.asarray([seq]))[0, -1, :CONFIG.vocab_size]
+        seq.append(int(jnp.argmax(logits)))
+    return seq[len(prompt):]
+
+
+def test_cached_logits_equal_full_recomputation_with_left_padding(model):
+    prompt = np.array([1, 7, 9, 40, 12], np.int32)
+    padded, lengths = left_pad([prompt, prompt[:2]])
+    assert padded[1].tolist() == [0, 0, 0, 1, 7] and lengths.tolist() == [5, 2]
+    key_start = jnp.asarray(padded.shape[1] - lengths)
+    cache = model.init_cache(2, 8)
+    logits, cache = model.decode_step(jnp.asarray(padded), cache, 0, key_start)
+    step, cache = model.decode_step(jnp.asarray([[33], [33]]), cache, 5, key_start)
+    full_long = model(jnp.asarray([list(prompt) + [33]]))[0]
+    full_short = model(jnp.asarray([[1, 7, 33]]))[0]
+    np.testing.assert_allclose(logits[0], full_long[:5], atol=1e-4)
+    np.testing.assert_allclose(step[0, 0], full_long[5], atol=1e-4)
+    np.testing.assert_allclose(logits[1, 3:], full_short[:2], atol=1e-4)   # padding is invisible
+    np.testing.assert_allclose(step[1, 0], full_short[2], atol=1e-4)
+
+
+def test_temperature_zero_is_argmax_and_seeds_are_deterministic(model):
+    prompts = [np.array([1, 5, 6, 7]), np.array([1, 9])]
+    greedy = sample(model, prompts, 6, rng=jax.random.key(0), config=SamplingConfig(0.0),
+                    num_samples=2)
+    assert greedy.shape == (4, 6)
+    assert greedy[0].tolist() == greedy[1].tolist() == _greedy_by_recomputation(model, prompts[0], 6)
+    assert greedy[2].tolist() == _greedy_by_recomputation(model, prompts[1], 6)
+    hot = SamplingConfig(1.0)
+    a = sample(model, prompts, 6, rng=jax.random.key(3), config=hot, num_samples=2)
+    np.testing.assert_array_equal(a, sample(model, prompts, 6, rng=jax.random.key(3), config=hot,
+                                            num_samples=2))
+    assert not np.array_equal(a, sample(model, prompts, 6, rng=jax.random.key(4), config=hot,
+                                        num_samples=2))
+
+
+def test_sampled_frequencies_match_the_softmax(model):
+    """Chi-square goodness of fit of 4000 first tokens against softmax(logits / T) restricted to
+    the allowed range; fails if the temperature, the range or the draw were wrong."""
+    prompt, low, high, temperature, draws = np.array([1, 50, 60]), 100, 108, 0.7, 4000
+    logits = model(jnp.asarray(prompt[None]))[0, -1, low:high] / temperature
+    expected = np.asarray(jax.nn.softmax(logits)) * draws
+    tokens = sample(model, [prompt], 1, rng=jax.random.key(1), config=SamplingConfig(temperature),
+                    allowed=np.array([[low, high]]), num_samples=draws)[:, 0]
+    assert tokens.min() >= low and tokens.max() < high
+    observed = np.bincount(tokens - low, minlength=high - low)
+    chi2 = float(np.sum((observed - expected) ** 2 / expected))
+    assert chi2 < 24.3, (chi2, observed, expected.round())   # 7 dof, p = 0.001
+    wrong = np.asarray(jax.nn.softmax(logits * temperature)) * draws   # temperature ignored
+    assert float(np.sum((observed - wrong) ** 2 / wrong)) > 24.3 or np.allclose(wrong, expected, rtol=0.05)
+
+
+def test_allowed_ranges_are_respected_per_position(model):
+    allowed = np.array([[10, 20], [100, 101], [150, 195], [3, 5]] * 2)
+    tokens = sample(model, [np.array([1])], 8, rng=jax.random.key(0), config=SamplingConfig(1.5),
+                    allowed=allowed, num_samples=16)
+    assert np.all((tokens >= allowed[:, 0]) & (tokens < allowed[:, 1]))
+    assert np.all(tokens[:, 1] == 100)
+    with pytest.raises(ValueError, match="allowed"):
+        sample(model, [np.array([1])], 2, rng=jax.random.key(0), allowed=np.array([[5, 5], [1, 2]]))
+
+
+def test_top_k_and_top_p_filters():
+    logits = jnp.log(jnp.asarray([[0.5, 0.2, 0.15, 0.1, 0.05]]))
+    full = (jnp.asarray([0]), jnp.asarray([5]))
+    kept = lambda cfg: np.isfinite(np.asarray(filter_logits(logits, cfg, *full)))[0].tolist()
+    assert kept(SamplingConfig(1.0, top_k=2)) == [True, True, False, False, False]
+    assert kept(SamplingConfig(1.0, top_p=0.6)) == [True, True, False, False, False]
+    assert kept(SamplingConfig(1.0, top_p=0.3)) == [True, False, False, False, False]
+    assert kept(SamplingConfig(1.0, top_p=0.86)) == [True, True, True, True, False]
+    assert kept(SamplingConfig(1.0)) == [True] * 5
+    with pytest.raises(ValueError, match="top_p"):
+        SamplingConfig(top_p=0.0)
+
+
+def test_eos_stops_rows(model):
+    tokens = sample(model, [np.array([1, 4])], 6, rng=jax.random.key(0), config=SamplingConfig(0.0),
+                    eos_id=int(_greedy_by_recomputation(model, [1, 4], 2)[1]))
+    assert tokens[0, 2:].tolist() == [0, 0, 0, 0]
