@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from audiolm_jax import config
+from audiolm_jax.lm.config import TransformerConfig
 from audiolm_jax.lm.layouts import BOS, PAD, SEP, AudioVocabulary
 from audiolm_jax.tokens.cache import TokenCache, Utterance
 from audiolm_jax.tokens.stage_data import (
@@ -212,3 +213,27 @@ def test_tiny_transformer_learns_a_tiny_cache_through_the_trainer(tmp_path):
     first, last = np.mean(losses[:5]), np.mean(losses[-10:])
     assert last < 0.4 * first, (first, last)
     assert result.eval_metrics["eval/loss"] < 0.5 * first
+
+
+@pytest.mark.parametrize("experiment,stage,length", [
+    ("stage_semantic_speech_small_world", "semantic", 750),
+    ("stage_coarse_speech_small_world", "coarse", 2251),
+    ("stage_fine_speech_small_world", "fine", 1801),
+    ("stage_semantic_piano_small_world", "semantic", 750),
+    ("stage_coarse_piano_small_world", "coarse", 1751),
+])
+def test_small_world_experiments_feed_their_stage(tmp_path, experiment, stage, length):
+    q, n = (3, 2 ** 14) if "piano" in experiment else (12, 1024)
+    rng = np.random.default_rng(0)
+    cache = write_cache(tmp_path, [rule_utterance(f"u{i}", 800, rng, k=512, q=q, n=n)
+                                   for i in range(2)], num_shards=1, k=512, q=q, n=n)
+    try:
+        config.parse_gin([f"experiments/{experiment}"], [f"CACHE = '{cache}'",
+                                                         f"EVAL_CACHE = '{cache}'"])
+        data = gin.get_configurable(stage_batches)(shard_index=0, shard_count=1)
+        assert data.layout.stage == stage and data.layout.length == length
+        assert data.layout.vocab.size == gin.get_configurable(TransformerConfig)().vocab_size
+        batch = next(gin.get_configurable(stage_batches)(shard_index=0, shard_count=1))
+        assert batch["inputs"].shape[1] == length
+    finally:
+        gin.clear_config()
