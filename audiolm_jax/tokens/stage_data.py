@@ -204,9 +204,9 @@ class StageBatches:
             self.skipped[utterance.id] = (f"no time-aligned frame (semantic {len(utterance.semantic)}, "
                                           f"acoustic {len(utterance.acoustic)} frames)")
             return
-        acoustic = utterance.acoustic
         # Stage 1 reads only the frame count: a [F, 0] array keeps the shape and no bytes.
-        acoustic = acoustic.astype(np.int16) if self.layout.uses_codes else np.zeros((len(acoustic), 0), np.int16)
+        acoustic = (utterance.acoustic.astype(np.int16) if self.layout.uses_codes
+                    else np.zeros((len(utterance.acoustic), 0), np.int16))
         self.ids.append(utterance.id)
         self._semantic.append(utterance.semantic.astype(np.int32))
         self._acoustic.append(acoustic)
