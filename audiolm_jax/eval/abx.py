@@ -18,9 +18,9 @@ zerospeech-libriabx2 reworks), the ZeroSpeech 2021 metric:
   [0, 1] (a zero vector is at 0 from another zero vector and at 1 from anything else),
   `euclidean`, or `mismatch` for integer codes `[frames, levels]`: the fraction of levels whose
   ids differ (a one-hot 0/1 distance, averaged over RVQ levels);
-- groups: tokens of one (context, phone, speaker) cell, at most `max_group_size` of them
-  (a seeded sample, drawn once per cell); across speakers at most `max_x_speakers` X speakers
-  per A cell. A group's error is the mean over its triplets;
+- groups: tokens of one (context, phone, speaker) cell, at most `max_group_size` of them (a
+  seeded sample drawn once per cell; libri-light redraws at each use); across speakers at most
+  `max_x_speakers` X speakers per A cell. A group's error is the mean over its triplets;
 - averaging: within, over contexts, then speakers, then (A phone, B phone) pairs; across, over
   (context, X speaker), then the A/B speaker, then phone pairs -- the reduction of
   libri-light's eval_ABX.py.
