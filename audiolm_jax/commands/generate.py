@@ -1,0 +1,136 @@
+"""`audiolm-jax continue | generate | resynthesize`: audio from trained AudioLM stages.
+
+    audiolm-jax continue --prompt x.wav --seconds 7 --samples 3 --out DIR  MODELS
+    audiolm-jax generate --seconds 10 --samples 3 --out DIR                MODELS
+    audiolm-jax resynthesize --input x.wav --samples 3 --out DIR           MODELS
+
+MODELS: --semantic RUN --coarse RUN [--fine RUN] --codec RUN --tokenizer DIR (stage runs and the
+codec are trainer workdirs or exports; without --fine the coarse stage must cover every level:
+the piano two-stage mode). Writes DIR/sample_XXX.wav, DIR/spectrogram.png (prompt boundary
+marked) and DIR/tokens.json. Bad prompts (too short, silent, unreadable) exit with status 1 and
+a message naming the file; stereo or other-rate prompts are converted with a note.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def _add_models(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("models")
+    g.add_argument("--semantic", required=True, help="stage-1 run (trainer workdir or export)")
+    g.add_argument("--coarse", required=True, help="stage-2 run (trainer workdir or export)")
+    g.add_argument("--fine", default=None,
+                   help="stage-3 run; omit for the two-stage mode (coarse covers all levels)")
+    g.add_argument("--codec", required=True, help="codec run or export (load_codec)")
+    g.add_argument("--tokenizer", required=True, help="semantic tokenizer directory")
+    g.add_argument("--num-coarse", type=int, default=None,
+                   help="Q' (default: the coarse run's stage_batches.num_coarse, else 4; Q "
+                        "without --fine)")
+    g.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
+                   help="compute dtype (default: as trained; float32 is faster on CPUs)")
+    s = p.add_argument_group("sampling")
+    s.add_argument("--temperatures", default="0.6,0.8,0.6",
+                   help="semantic,coarse,fine temperatures (0 = argmax); default the paper's")
+    s.add_argument("--top-k", type=int, default=0, help="top-k for every stage (0: off)")
+    s.add_argument("--top-p", type=float, default=1.0, help="nucleus for every stage (1: off)")
+    s.add_argument("--semantic-rate", type=float, default=None,
+                   help="deduplicated semantic tokens per second (default: measured on the "
+                        "prompt; 18 without one)")
+    s.add_argument("--samples", type=int, default=1, help="continuations per prompt")
+    s.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--no-spectrogram", action="store_true", help="skip the PNG")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("continue", help="continue a prompt (AudioLM continuation)",
+                       description="Prompt audio -> semantic and coarse tokens -> stages 1-3 -> "
+                                   "audio: the prompt followed by --seconds of continuation.")
+    p.add_argument("--prompt", required=True, help="prompt audio file (3 s in the paper)")
+    p.add_argument("--seconds", type=float, default=7.0, help="seconds to generate after it")
+    p.add_argument("--min-prompt-seconds", type=float, default=1.0)
+    p.add_argument("--max-prompt-seconds", type=float, default=None,
+                   help="keep only the last this many seconds of the prompt")
+    _add_models(p)
+    p.set_defaults(func=_run, mode="continue")
+
+    p = sub.add_parser("generate", help="unconditional generation",
+                       description="Stages 1-3 from nothing: --samples clips of --seconds.")
+    p.add_argument("--seconds", type=float, default=10.0)
+    _add_models(p)
+    p.set_defaults(func=_run, mode="generate")
+
+    p = sub.add_parser("resynthesize", help="acoustic generation from a file's semantic tokens",
+                       description="The semantic tokens of --input -> stages 2-3 -> audio: the "
+                                   "same content with newly sampled acoustics (speaker, "
+                                   "recording conditions).")
+    p.add_argument("--input", required=True, help="audio file whose semantic tokens are kept")
+    p.add_argument("--min-prompt-seconds", type=float, default=1.0)
+    _add_models(p)
+    p.set_defaults(func=_run, mode="resynthesize", max_prompt_seconds=None)
+
+
+def _config(args: argparse.Namespace):
+    from audiolm_jax.generate.pipeline import GenerationConfig  # noqa: PLC0415
+    from audiolm_jax.generate.sampling import SamplingConfig  # noqa: PLC0415
+
+    try:
+        temps = [float(t) for t in args.temperatures.split(",")]
+    except ValueError:
+        temps = []
+    if len(temps) != 3:
+        raise ValueError(f"--temperatures={args.temperatures!r}: give three numbers, "
+                         "semantic,coarse,fine (e.g. 0.6,0.8,0.6)")
+    stage = lambda t: SamplingConfig(temperature=t, top_k=args.top_k, top_p=args.top_p)  # noqa: E731
+    return GenerationConfig(semantic=stage(temps[0]), coarse=stage(temps[1]), fine=stage(temps[2]),
+                            semantic_tokens_per_second=args.semantic_rate)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from audiolm_jax.generate.outputs import write_generation  # noqa: PLC0415
+    from audiolm_jax.generate.pipeline import load_audiolm  # noqa: PLC0415
+    from audiolm_jax.generate.prompt import load_prompt  # noqa: PLC0415
+
+    command = f"audiolm-jax {args.mode}"
+    absl_log = logging.getLogger("absl")   # Orbax warns per item a read-only restore skips
+    level = absl_log.level
+    absl_log.setLevel(logging.ERROR)
+    try:
+        if args.samples < 1:
+            raise ValueError(f"--samples={args.samples}: give at least 1")
+        config = _config(args)
+        prompt = None
+        if args.mode in ("continue", "resynthesize"):
+            source = args.prompt if args.mode == "continue" else args.input
+            prompt = load_prompt(source, min_seconds=args.min_prompt_seconds,
+                                 max_seconds=args.max_prompt_seconds)
+            for note in prompt.notes:
+                print(f"{command}: note: {source}: {note}", file=sys.stderr)
+        lm = load_audiolm(args.semantic, args.coarse, args.fine, args.codec, args.tokenizer,
+                          num_coarse=args.num_coarse, config=config, dtype=args.dtype)
+        if args.mode == "continue":
+            out = lm.continuation([prompt.wav], args.seconds, num_samples=args.samples,
+                                  seed=args.seed)
+        elif args.mode == "generate":
+            out = lm.unconditional(args.seconds, num_samples=args.samples, seed=args.seed)
+        else:
+            out = lm.resynthesize([prompt.wav], num_samples=args.samples, seed=args.seed)
+        out.notes = list(prompt.notes if prompt else ()) + out.notes
+        info = {"mode": args.mode, "seed": args.seed, "temperatures": args.temperatures,
+                "top_k": args.top_k, "top_p": args.top_p,
+                "prompt": None if prompt is None else prompt.source,
+                "models": {"semantic": args.semantic, "coarse": args.coarse, "fine": args.fine,
+                           "codec": args.codec, "tokenizer": args.tokenizer,
+                           "num_coarse": lm.num_coarse}}
+        paths = write_generation(args.out, out, info=info, spectrogram=not args.no_spectrogram)
+    except (OSError, ValueError) as e:     # bad prompt, missing run, config mismatch
+        print(f"{command}: error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        absl_log.setLevel(level)
+    seconds = out.wavs.shape[1] / out.sample_rate
+    stages = ", ".join(f"{k} {v:.2f} s" for k, v in out.seconds.items())
+    print(f"{command}: wrote {len(paths)} x {seconds:.2f} s to {args.out} ({stages})")
+    return 0

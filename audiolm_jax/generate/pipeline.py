@@ -1,0 +1,291 @@
+"""AudioLM generation: stage models + codec + semantic tokenizer -> audio.
+
+    continuation   prompt wav -> semantic ids and codes of the prompt -> stage 1 -> stage 2
+                   -> stage 3 -> codec decode (the prompt's own codes are kept)
+    unconditional  stage 1 from BOS -> stage 2 -> stage 3 -> decode
+    acoustic       given semantic ids (of a file, say) -> stage 2 -> stage 3 -> decode
+    two-stage      no fine model: the coarse stage covers all Q levels (the paper's piano setup)
+
+Durations: stage 1 needs a number of *deduplicated* semantic tokens for the requested seconds;
+it is measured on the prompt (tokens per second after deduplication) or taken from
+`GenerationConfig.semantic_tokens_per_second`. Stage 2 generates exactly seconds x 50 frames,
+sliding a `coarse_window_s` window; stage 1 slides a `semantic_window_s` one; stage 3 runs on
+non-overlapping `fine_chunk_s` chunks of the generated frames, all in one batch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from audiolm_jax.codec.api import decode_batch, encode_batch
+from audiolm_jax.generate.sampling import SamplingConfig
+from audiolm_jax.generate.stages import generate_coarse, generate_fine, generate_semantic
+from audiolm_jax.generate.timing import TokenRates
+from audiolm_jax.lm.layouts import AudioVocabulary, dedup_consecutive
+from audiolm_jax.lm.transformer import Transformer
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationConfig:
+    """Sampling per stage (paper temperatures 0.6 / 0.8 / 0.6), window sizes (the training
+    crops: 30 s, 10 s, 3 s), deduplication of semantic tokens (as the stages were trained),
+    the semantic token rate when no prompt gives one, and the most rows per stage-3 call."""
+    semantic: SamplingConfig = SamplingConfig(temperature=0.6)
+    coarse: SamplingConfig = SamplingConfig(temperature=0.8)
+    fine: SamplingConfig = SamplingConfig(temperature=0.6)
+    semantic_window_s: float = 30.0
+    coarse_window_s: float = 10.0
+    fine_chunk_s: float = 3.0
+    dedup: bool = True
+    # Deduplicated semantic tokens per second. None: measured on the prompt; without a prompt
+    # (unconditional) `unconditional_semantic_rate`, a guess to set from your token cache.
+    semantic_tokens_per_second: float | None = None
+    unconditional_semantic_rate: float = 18.0
+    fine_max_batch: int | None = 128
+
+
+@dataclasses.dataclass
+class Generation:
+    """What a generation call returns.
+
+    wavs: float32 [rows, samples] at `sample_rate`; rows = prompts x samples, prompt-major.
+    codes: int32 [rows, frames, Q]; semantic: per row, its (deduplicated) semantic ids.
+    prompt_frames: acoustic frames taken from the prompt (0 without one); the prompt boundary
+    lies at prompt_frames * samples_per_frame samples. seconds: wall time per stage.
+    """
+    wavs: np.ndarray
+    codes: np.ndarray
+    semantic: list[np.ndarray]
+    prompt_frames: int
+    sample_rate: int
+    samples_per_frame: int
+    num_samples: int
+    seconds: dict[str, float]
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def prompt_samples(self) -> int:
+        return self.prompt_frames * self.samples_per_frame
+
+
+class AudioLM:
+    """The three stage models (fine may be None), the codec and the semantic tokenizer.
+
+    num_coarse: Q', the levels stage 2 predicts (4 for speech; Q in the two-stage mode, which
+    has no fine model). The vocabulary is (K of the tokenizer, Q and N of the codec) and every
+    stage model must have been trained with it.
+    """
+
+    def __init__(self, semantic_model: Transformer, coarse_model: Transformer,
+                 fine_model: Transformer | None, codec, tokenizer, *, num_coarse: int,
+                 config: GenerationConfig = GenerationConfig()):
+        self.vocab = AudioVocabulary(tokenizer.num_clusters, codec.num_quantizers,
+                                     codec.codebook_size)
+        for name, model in (("semantic", semantic_model), ("coarse", coarse_model),
+                            ("fine", fine_model)):
+            if model is not None and model.config.vocab_size != self.vocab.size:
+                raise ValueError(
+                    f"the {name} model's vocab_size is {model.config.vocab_size}, but the codec "
+                    f"(Q={codec.num_quantizers}, N={codec.codebook_size}) and the tokenizer "
+                    f"(K={tokenizer.num_clusters}) make a vocabulary of {self.vocab.size}; load "
+                    "the codec and tokenizer that made the stage's token cache")
+        if not 1 <= num_coarse <= codec.num_quantizers:
+            raise ValueError(f"num_coarse={num_coarse} must be in 1..Q={codec.num_quantizers}")
+        if fine_model is None and num_coarse != codec.num_quantizers:
+            raise ValueError(f"no fine model, so the coarse stage must predict all "
+                             f"Q={codec.num_quantizers} levels (two-stage mode), but "
+                             f"num_coarse={num_coarse}; pass the fine stage's run or a coarse "
+                             "stage trained on every level")
+        if fine_model is not None and num_coarse == codec.num_quantizers:
+            raise ValueError(f"num_coarse={num_coarse} = Q leaves no levels to the fine model; "
+                             "drop the fine model (two-stage mode) or lower num_coarse")
+        self.semantic_model, self.coarse_model, self.fine_model = (semantic_model, coarse_model,
+                                                                   fine_model)
+        self.codec, self.tokenizer = codec, tokenizer
+        self.num_coarse, self.config = num_coarse, config
+        self.rates = TokenRates(int(codec.sample_rate),
+                                float(tokenizer.num_frames(int(codec.sample_rate))),
+                                float(codec.config.frame_rate))
+
+    # --- pieces --------------------------------------------------------------------------------
+
+    def _dedup(self, ids: np.ndarray) -> np.ndarray:
+        ids = np.asarray(ids, np.int32).reshape(-1)
+        return dedup_consecutive(ids) if self.config.dedup else ids
+
+    def tokenize(self, wavs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """float [rows, samples] (multiple of 640) -> (semantic ids [rows, samples / 640],
+        codes [rows, samples / 320, Q])."""
+        semantic = np.asarray(self.tokenizer.tokenize(wavs), np.int32)
+        codes = encode_batch(self.codec, wavs, sample_rate=self.rates.sample_rate)
+        return semantic, codes
+
+    def _acoustic(self, semantic: list[np.ndarray], known: np.ndarray, total_frames: int,
+                  rng: jax.Array, num_samples: int, seconds: dict) -> np.ndarray:
+        """Stages 2 and 3 after `known` [rows, F0, Q] frames -> codes [rows*S, total, Q]."""
+        config, start = self.config, time.perf_counter()
+        coarse = generate_coarse(
+            self.coarse_model, self.vocab, semantic, known, total_frames, self.num_coarse,
+            rng=jax.random.fold_in(rng, 2), config=config.coarse,
+            window_frames=self.rates.acoustic_frames(config.coarse_window_s),
+            num_samples=num_samples)
+        seconds["coarse"] = time.perf_counter() - start
+        prompt_frames = known.shape[1]
+        known = np.repeat(np.asarray(known, np.int32), num_samples, axis=0)
+        if self.fine_model is None or prompt_frames == total_frames:
+            fine_new = np.zeros((coarse.shape[0], total_frames - prompt_frames, 0), np.int32)
+        else:
+            start = time.perf_counter()
+            fine_new = generate_fine(
+                self.fine_model, self.vocab, coarse[:, prompt_frames:], self.num_coarse,
+                rng=jax.random.fold_in(rng, 3), config=config.fine,
+                chunk_frames=self.rates.acoustic_frames(config.fine_chunk_s),
+                max_batch=config.fine_max_batch)
+            seconds["fine"] = time.perf_counter() - start
+        new = np.concatenate([coarse[:, prompt_frames:], fine_new], axis=2)
+        return np.concatenate([known, new], axis=1)
+
+    def _finish(self, codes: np.ndarray, semantic, prompt_frames: int, num_samples: int,
+                seconds: dict, notes=()) -> Generation:
+        start = time.perf_counter()
+        wavs = decode_batch(self.codec, codes)
+        seconds["decode"] = time.perf_counter() - start
+        return Generation(wavs, codes, list(semantic), prompt_frames, self.rates.sample_rate,
+                          self.rates.samples_per_frame, num_samples, seconds, list(notes))
+
+    def _prompt_batch(self, prompts: Sequence[np.ndarray]) -> tuple[np.ndarray, list[str]]:
+        prompts = [np.asarray(p, np.float32).reshape(-1) for p in prompts]
+        if not prompts:
+            raise ValueError("no prompts given")
+        shortest = self.rates.whole_semantic_samples(min(p.size for p in prompts))
+        if shortest < self.rates.samples_per_semantic:
+            raise ValueError(f"a prompt of {min(p.size for p in prompts)} samples is shorter than "
+                             f"one semantic frame ({self.rates.samples_per_semantic} samples)")
+        notes = []
+        if any(p.size - shortest >= self.rates.samples_per_semantic for p in prompts):
+            notes.append(f"prompts cut to the shortest, {shortest / self.rates.sample_rate:.2f} s, "
+                         "so the batch shares one prompt duration")
+        return np.stack([p[:shortest] for p in prompts]), notes
+
+    # --- modes ---------------------------------------------------------------------------------
+
+    def continuation(self, prompts: Sequence[np.ndarray], seconds: float, *,
+                     num_samples: int = 1, seed: int = 0) -> Generation:
+        """Continues each prompt (float32 [samples] mono at the codec's rate) by `seconds`."""
+        if seconds <= 0:
+            raise ValueError(f"seconds={seconds}: give a positive duration to generate")
+        timing, rng = {}, jax.random.key(seed)
+        wavs, notes = self._prompt_batch(prompts)
+        start = time.perf_counter()
+        semantic_ids, codes = self.tokenize(wavs)
+        timing["tokenize"] = time.perf_counter() - start
+        prompt_frames = min(codes.shape[1], semantic_ids.shape[1] * self.rates.frames_per_semantic)
+        codes = codes[:, :prompt_frames]
+        prompt_seconds = wavs.shape[1] / self.rates.sample_rate
+        semantic_prompts = [self._dedup(row) for row in semantic_ids]
+        rate = self.config.semantic_tokens_per_second or float(
+            np.mean([row.size for row in semantic_prompts]) / prompt_seconds)
+        start = time.perf_counter()
+        semantic = generate_semantic(
+            self.semantic_model, self.vocab, semantic_prompts,
+            self.rates.semantic_tokens(seconds, rate), rng=jax.random.fold_in(rng, 1),
+            config=self.config.semantic, num_samples=num_samples,
+            window=self.rates.semantic_tokens(self.config.semantic_window_s,
+                                              self.rates.semantic_hz))
+        timing["semantic"] = time.perf_counter() - start
+        total = prompt_frames + self.rates.acoustic_frames(seconds)
+        codes = self._acoustic(semantic, np.repeat(codes, num_samples, axis=0), total, rng, 1,
+                               timing)
+        return self._finish(codes, semantic, prompt_frames, num_samples, timing, notes)
+
+    def unconditional(self, seconds: float, *, num_samples: int = 1, seed: int = 0) -> Generation:
+        """`num_samples` clips of `seconds` from nothing."""
+        if seconds <= 0:
+            raise ValueError(f"seconds={seconds}: give a positive duration to generate")
+        timing, rng = {}, jax.random.key(seed)
+        rate = self.config.semantic_tokens_per_second or self.config.unconditional_semantic_rate
+        start = time.perf_counter()
+        semantic = generate_semantic(
+            self.semantic_model, self.vocab, [np.zeros(0, np.int32)],
+            self.rates.semantic_tokens(seconds, rate), rng=jax.random.fold_in(rng, 1),
+            config=self.config.semantic, num_samples=num_samples,
+            window=self.rates.semantic_tokens(self.config.semantic_window_s,
+                                              self.rates.semantic_hz))
+        timing["semantic"] = time.perf_counter() - start
+        known = np.zeros((num_samples, 0, self.vocab.num_quantizers), np.int32)
+        codes = self._acoustic(semantic, known, self.rates.acoustic_frames(seconds), rng, 1,
+                               timing)
+        return self._finish(codes, semantic, 0, num_samples, timing)
+
+    def acoustic(self, semantic_ids: Sequence[np.ndarray], *, num_samples: int = 1,
+                 seed: int = 0) -> Generation:
+        """Acoustic generation from given semantic ids ([frames] at 25 Hz, not deduplicated):
+        stages 2 and 3 make audio of the same duration (2 acoustic frames per id)."""
+        rows = [np.asarray(s, np.int32).reshape(-1) for s in semantic_ids]
+        if not rows or min(r.size for r in rows) == 0:
+            raise ValueError("acoustic generation needs at least one semantic id per row")
+        if len({r.size for r in rows}) > 1:
+            raise ValueError("acoustic generation batches rows of one duration; got semantic "
+                             f"lengths {sorted({r.size for r in rows})}: call once per length")
+        timing = {}
+        total = rows[0].size * self.rates.frames_per_semantic
+        known = np.zeros((len(rows), 0, self.vocab.num_quantizers), np.int32)
+        codes = self._acoustic([self._dedup(r) for r in rows], known, total,
+                               jax.random.key(seed), num_samples, timing)
+        semantic = [self._dedup(r) for r in rows for _ in range(num_samples)]
+        return self._finish(codes, semantic, 0, num_samples, timing)
+
+    def resynthesize(self, wavs: Sequence[np.ndarray], *, num_samples: int = 1,
+                     seed: int = 0) -> Generation:
+        """Acoustic generation from the semantic ids of audio (float32 [samples] mono at the
+        codec's rate): new acoustics for the same content."""
+        batch, notes = self._prompt_batch(wavs)
+        start = time.perf_counter()
+        semantic_ids = np.asarray(self.tokenizer.tokenize(batch), np.int32)
+        tokenize = time.perf_counter() - start
+        out = self.acoustic(list(semantic_ids), num_samples=num_samples, seed=seed)
+        out.seconds = {"tokenize": tokenize, **out.seconds}
+        out.notes = notes
+        return out
+
+
+def load_audiolm(semantic_run: str | os.PathLike, coarse_run: str | os.PathLike,
+                 fine_run: str | os.PathLike | None, codec, tokenizer, *,
+                 num_coarse: int | None = None, config: GenerationConfig | None = None,
+                 dtype: str | None = None) -> AudioLM:
+    """AudioLM from stage runs (trainer workdirs or exports) and a codec and tokenizer (loaded
+    objects, or paths: a codec run/export for `load_codec`, a directory written by
+    `SemanticTokenizer.save`).
+
+    num_coarse: None reads `stage_batches.num_coarse` from the coarse run's gin config, else
+    takes Q without a fine run (two-stage) and 4 (the paper) with one. Window sizes default to
+    the runs' `stage_batches.crop_seconds` when bound. dtype: compute dtype override.
+    """
+    from audiolm_jax.codec.frozen import load_codec  # noqa: PLC0415
+    from audiolm_jax.generate.loading import load_stage_model, stage_data_hints  # noqa: PLC0415
+    from audiolm_jax.semantic.tokenizer import SemanticTokenizer  # noqa: PLC0415
+
+    if isinstance(codec, (str, os.PathLike)):
+        codec = load_codec(codec, compute_dtype=dtype)
+    if isinstance(tokenizer, (str, os.PathLike)):
+        tokenizer = SemanticTokenizer.load(tokenizer)
+    hints = {name: stage_data_hints(run) for name, run in
+             (("semantic", semantic_run), ("coarse", coarse_run), ("fine", fine_run)) if run}
+    if num_coarse is None:
+        num_coarse = int(hints["coarse"].get(
+            "num_coarse", codec.num_quantizers if fine_run is None else 4))
+    config = config or GenerationConfig()
+    windows = {"semantic": "semantic_window_s", "coarse": "coarse_window_s",
+               "fine": "fine_chunk_s"}
+    overrides = {windows[name]: float(h["crop_seconds"]) for name, h in hints.items()
+                 if h.get("crop_seconds")}
+    config = dataclasses.replace(config, **overrides)
+    models = [None if run is None else load_stage_model(run, dtype=dtype, what=name)
+              for name, run in (("semantic", semantic_run), ("coarse", coarse_run),
+                                ("fine", fine_run))]
+    return AudioLM(*models, codec, tokenizer, num_coarse=num_coarse, config=config)

@@ -1,0 +1,141 @@
+"""AudioLM pipeline with tiny random models: stage boundaries, modes, and the CLI end to end."""
+import json
+
+import jax
+import numpy as np
+import pytest
+import soundfile as sf
+from flax import nnx
+
+from audiolm_jax import cli
+from audiolm_jax.codec.frozen import soundstream_config_from_gin
+from audiolm_jax.codec.soundstream import SoundStream
+from audiolm_jax.config import resolve_gin_file
+from audiolm_jax.generate.pipeline import AudioLM
+from audiolm_jax.generate.sampling import SamplingConfig
+from audiolm_jax.generate.stages import generate_fine
+from audiolm_jax.lm.config import TransformerConfig
+from audiolm_jax.lm.layouts import AudioVocabulary
+from audiolm_jax.lm.transformer import Transformer
+from audiolm_jax.semantic.tokenizer import SemanticTokenizer
+from audiolm_jax.semantic.w2v_bert import W2vBert, W2vBertConfig
+from audiolm_jax.training.export import write_export
+
+VOCAB = AudioVocabulary(64, 4, 32)          # the tiny world: 3 + 64 + 4 * 32 = 195
+LM_GIN = """VOCAB = 195
+lm.TransformerConfig.vocab_size = %VOCAB
+lm.TransformerConfig.num_layers = 2
+lm.TransformerConfig.num_heads = 4
+lm.TransformerConfig.d_model = 64
+lm.TransformerConfig.d_ff = 128
+"""
+
+
+def _lm(seed):
+    return Transformer(TransformerConfig(vocab_size=VOCAB.size, num_layers=2, num_heads=4,
+                                         d_model=64, d_ff=128), rngs=nnx.Rngs(seed))
+
+
+@pytest.fixture(scope="module")
+def parts():
+    codec_gin = resolve_gin_file("models/codec_tiny")
+    codec = SoundStream(soundstream_config_from_gin([(open(codec_gin).read(), codec_gin)]),
+                        rngs=nnx.Rngs(0))
+    codec.eval()
+    w2v = W2vBert(W2vBertConfig(model_dim=32, num_heads=4, ff_dim=64, num_contrastive_layers=1,
+                                num_mlm_layers=2, subsample_channels=8, codebook_groups=1,
+                                codebook_entries=16, codevector_dim=16, contrastive_dim=16),
+                  rngs=nnx.Rngs(0))
+    centroids = np.random.default_rng(0).standard_normal((VOCAB.semantic_size, 32))
+    tokenizer = SemanticTokenizer(w2v, 1, np.zeros(32), np.ones(32), centroids)
+    return codec, tokenizer, [_lm(i) for i in range(3)], codec_gin
+
+
+def _speechy(seconds, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    f0 = 150 + 80 * np.sin(2 * np.pi * 1.5 * t)
+    return (0.3 * np.sin(2 * np.pi * np.cumsum(f0) / 16000) * (0.6 + 0.4 * np.sin(9 * t))
+            + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def test_fine_stage_chunks_are_independent_and_tile_the_frames(parts):
+    """Greedy stage 3 over 10 frames in chunks of 4 equals running each chunk alone."""
+    _, _, models, _ = parts
+    coarse = np.random.default_rng(0).integers(0, 32, (2, 10, 2)).astype(np.int32)
+    greedy = SamplingConfig(0.0)
+    whole = generate_fine(models[2], VOCAB, coarse, 2, rng=jax.random.key(0), config=greedy,
+                          chunk_frames=4, max_batch=4)
+    assert whole.shape == (2, 10, 2) and whole.min() >= 0 and whole.max() < 32
+    alone = np.concatenate([generate_fine(models[2], VOCAB, coarse[:, a:b], 2,
+                                          rng=jax.random.key(0), config=greedy, chunk_frames=4)
+                            for a, b in ((0, 4), (4, 8), (8, 10))], axis=1)
+    np.testing.assert_array_equal(whole, alone)
+    assert not np.array_equal(whole[:, :4], whole[:, 4:8])   # chunks are not copies
+
+
+def test_continuation_keeps_the_prompt_and_accounts_frames(parts):
+    codec, tokenizer, models, _ = parts
+    lm = AudioLM(*models, codec, tokenizer, num_coarse=2)
+    prompt = _speechy(1.05)          # cut to 1.04 s: whole 40 ms semantic frames
+    out = lm.continuation([prompt, _speechy(1.2, 1)], 0.5, num_samples=2, seed=0)
+    assert out.prompt_frames == 52 and out.codes.shape == (4, 52 + 25, 4)
+    assert out.wavs.shape == (4, 77 * 320) and out.prompt_samples == 52 * 320
+    assert any("cut to the shortest" in n for n in out.notes)
+    prompt_codes = np.asarray(codec.encode(prompt[None, :52 * 320], 4))[0]
+    np.testing.assert_array_equal(out.codes[0, :52], prompt_codes)
+    np.testing.assert_array_equal(out.codes[1, :52], prompt_codes)
+    assert len(out.semantic) == 4 and {"semantic", "coarse", "fine", "decode"} <= set(out.seconds)
+
+
+def test_two_stage_and_acoustic_modes(parts):
+    codec, tokenizer, models, _ = parts
+    piano = AudioLM(models[0], models[1], None, codec, tokenizer, num_coarse=4)
+    out = piano.unconditional(0.4, num_samples=2, seed=1)
+    assert out.codes.shape == (2, 20, 4) and "fine" not in out.seconds
+    assert out.prompt_frames == 0
+    lm = AudioLM(*models, codec, tokenizer, num_coarse=2)
+    out = lm.acoustic([np.array([3, 3, 9, 12, 12, 5])], num_samples=2)
+    assert out.codes.shape == (2, 12, 4) and out.semantic[0].tolist() == [3, 9, 12, 5]
+    with pytest.raises(ValueError, match="two-stage"):
+        AudioLM(models[0], models[1], None, codec, tokenizer, num_coarse=2)
+    with pytest.raises(ValueError, match="vocab_size"):
+        bad = Transformer(TransformerConfig(vocab_size=300, num_layers=1, num_heads=4, d_model=64,
+                                            d_ff=128), rngs=nnx.Rngs(0))
+        AudioLM(bad, models[1], models[2], codec, tokenizer, num_coarse=2)
+
+
+def _export(model, path, gin_text):
+    arrays = {"/".join(map(str, p)): np.asarray(v.get_value())
+              for p, v in nnx.to_flat_state(nnx.state(model))
+              if not jax.dtypes.issubdtype(v.get_value().dtype, jax.dtypes.prng_key)}
+    write_export(arrays, path, config_text=gin_text)
+    return str(path)
+
+
+def test_cli_continue_writes_wavs_png_and_tokens(parts, tmp_path, capsys):
+    codec, tokenizer, models, codec_gin = parts
+    runs = [_export(m, tmp_path / name, LM_GIN + extra) for m, name, extra in
+            zip(models, ("semantic", "coarse", "fine"), ("", "stage_batches.num_coarse = 2\n", ""))]
+    codec_dir = _export(codec, tmp_path / "codec", open(codec_gin).read())
+    tokenizer.save(tmp_path / "tokenizer")
+    models_args = ["--semantic", runs[0], "--coarse", runs[1], "--fine", runs[2],
+                   "--codec", codec_dir, "--tokenizer", str(tmp_path / "tokenizer")]
+    prompt = tmp_path / "prompt.wav"
+    sf.write(prompt, np.stack([_speechy(1.0)] * 2, axis=1), 16000)      # stereo: downmixed
+    out = tmp_path / "out"
+    rc = cli.main(["continue", "--prompt", str(prompt), "--seconds", "0.5", "--samples", "2",
+                   "--out", str(out), *models_args])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "2 channels" in captured.err
+    assert sorted(p.name for p in out.iterdir()) == ["sample_000.wav", "sample_001.wav",
+                                                     "spectrogram.png", "tokens.json"]
+    assert sf.info(out / "sample_000.wav").frames == (50 + 25) * 320
+    record = json.loads((out / "tokens.json").read_text())
+    assert record["prompt_frames"] == 50 and record["models"]["num_coarse"] == 2
+    assert np.asarray(record["rows"][1]["codes"]).shape == (75, 4)
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(32000), 16000)
+    rc = cli.main(["continue", "--prompt", str(silent), "--out", str(tmp_path / "o2"), *models_args])
+    assert rc == 1 and "silent.wav" in capsys.readouterr().err
