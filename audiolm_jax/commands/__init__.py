@@ -6,7 +6,8 @@ Command modules import their heavy dependencies (JAX, the models) inside the han
 import importlib
 
 # In the order `--help` lists them, which is the order of the pipeline.
-COMMAND_MODULES = ("corpus", "train", "compile", "export", "codec", "semantic", "generate", "demo")
+COMMAND_MODULES = ("corpus", "train", "compile", "export", "codec", "semantic", "tokenize",
+                   "generate", "demo")
 
 
 def register_all(subparsers) -> None:

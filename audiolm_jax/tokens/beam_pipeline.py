@@ -30,9 +30,7 @@ def make_tokenize_fn(spec):
         def setup(self):
             from audiolm_jax.tokens.models import FrozenTokenizers  # noqa: PLC0415
 
-            self.models = FrozenTokenizers.load(self.spec.codec, self.spec.semantic,
-                                                codec_gin=self.spec.codec_gin,
-                                                compute_dtype=self.spec.compute_dtype)
+            self.models = FrozenTokenizers.from_spec(self.spec)
 
         def process(self, plan):
             record = job.ensure_shard(self.models, self.spec, plan, log=print)

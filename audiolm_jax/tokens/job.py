@@ -57,7 +57,8 @@ class JobSpec:
     semantic: a SemanticTokenizer directory. out: the cache directory.
     batch_size: utterances per compiled batch (split over the local devices).
     dataset: the manifest's dataset name (default: the corpus directory's name).
-    codec_gin: gin files for the codec when its directory has no operative_config.gin.
+    codec_gin, codec_gin_bindings: gin files / bindings for the codec's SoundStreamConfig when
+      its directory has no operative_config.gin (as `audiolm-jax codec --gin_file`).
     """
     corpus: str
     split: str
@@ -69,6 +70,7 @@ class JobSpec:
     dataset: str | None = None
     layout: str = "libri_light"
     codec_gin: tuple[str, ...] = ()
+    codec_gin_bindings: tuple[str, ...] = ()
     compute_dtype: str | None = None
     load_threads: int = 4
 
@@ -319,8 +321,7 @@ def run_local(spec: JobSpec, plans: Sequence[ShardPlan], models=None, log: Log |
     seconds of audio in them)."""
     from audiolm_jax.tokens.models import FrozenTokenizers  # noqa: PLC0415
 
-    models = models or FrozenTokenizers.load(spec.codec, spec.semantic, codec_gin=spec.codec_gin,
-                                             compute_dtype=spec.compute_dtype)
+    models = models or FrozenTokenizers.from_spec(spec)
     written = [r for r in (ensure_shard(models, spec, plan, log) for plan in plans)
                if r.get("written")]
     return len(written), float(sum(r["seconds"] for r in written))

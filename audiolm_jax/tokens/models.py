@@ -108,8 +108,9 @@ class FrozenTokenizers:
 
     @classmethod
     def load(cls, codec_path: str | os.PathLike, semantic_path: str | os.PathLike, *,
-             codec_gin: Sequence[str] | None = None, compute_dtype: str | None = None,
-             devices: Sequence | None = None) -> "FrozenTokenizers":
+             codec_gin: Sequence[str] | None = None, codec_gin_bindings: Sequence[str] = (),
+             compute_dtype: str | None = None, devices: Sequence | None = None
+             ) -> "FrozenTokenizers":
         """Restore the codec (trainer workdir, checkpoints/ folder, step folder or export) and the
         semantic tokenizer (a SemanticTokenizer.save directory)."""
         from audiolm_jax.codec.frozen import load_codec  # noqa: PLC0415
@@ -119,7 +120,8 @@ class FrozenTokenizers:
         level = absl_log.level
         absl_log.setLevel(logging.ERROR)
         try:
-            codec = load_codec(codec_path, codec_gin or None, compute_dtype=compute_dtype)
+            codec = load_codec(codec_path, codec_gin or None, gin_bindings=codec_gin_bindings,
+                               compute_dtype=compute_dtype)
         finally:
             absl_log.setLevel(level)
         semantic = SemanticTokenizer.load(semantic_path)
@@ -133,6 +135,13 @@ class FrozenTokenizers:
             tokenizer=_model_name(semantic_path), tokenizer_sha256=_fingerprint(semantic_arrays),
             num_clusters=semantic.num_clusters)
         return cls(codec, semantic, info, devices)
+
+    @classmethod
+    def from_spec(cls, spec, devices: Sequence | None = None) -> "FrozenTokenizers":
+        """The models a `job.JobSpec` names."""
+        return cls.load(spec.codec, spec.semantic, codec_gin=spec.codec_gin,
+                        codec_gin_bindings=spec.codec_gin_bindings,
+                        compute_dtype=spec.compute_dtype, devices=devices)
 
     def _placement(self, batch_size: int):
         """(parameters replicated on the devices, batch sharding) for `batch_size` rows."""
