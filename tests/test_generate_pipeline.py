@@ -100,7 +100,7 @@ def test_two_stage_and_acoustic_modes(parts):
     with pytest.raises(ValueError, match="two-stage"):
         AudioLM(models[0], models[1], None, codec, tokenizer, num_coarse=2)
     with pytest.raises(ValueError, match="vocab_size"):
-        bad = Transformer(TransformerConfig(vocab_size=300, num_layers=1, num_heads=4, d_model=64,
+        bad = Transformer(TransformerConfig(vocab_size=150, num_layers=1, num_heads=4, d_model=64,
                                             d_ff=128), rngs=nnx.Rngs(0))
         AudioLM(bad, models[1], models[2], codec, tokenizer, num_coarse=2)
 

@@ -26,6 +26,9 @@ def _locate(run: str | os.PathLike) -> tuple[str, int | None, bool]:
     from audiolm_jax.codec.frozen import resolve_checkpoint_dir  # noqa: PLC0415
     from audiolm_jax.training import export  # noqa: PLC0415
 
+    if not Path(run).exists():
+        raise FileNotFoundError(f"stage run {run} does not exist; pass the stage trainer's "
+                                "workdir, its checkpoints/ folder, one step folder or an export")
     if (Path(run) / export.MANIFEST).is_file():
         return os.fspath(run), None, True
     ckpt_dir, step = resolve_checkpoint_dir(run)

@@ -88,7 +88,9 @@ class AudioLM:
                                      codec.codebook_size)
         for name, model in (("semantic", semantic_model), ("coarse", coarse_model),
                             ("fine", fine_model)):
-            if model is not None and model.config.vocab_size != self.vocab.size:
+            # A model may have more ids than the vocabulary (stage runs bind vocab_size as a
+            # macro that only has to cover the cache); sampling never leaves the layout's ranges.
+            if model is not None and model.config.vocab_size < self.vocab.size:
                 raise ValueError(
                     f"the {name} model's vocab_size is {model.config.vocab_size}, but the codec "
                     f"(Q={codec.num_quantizers}, N={codec.codebook_size}) and the tokenizer "
@@ -277,8 +279,8 @@ def load_audiolm(semantic_run: str | os.PathLike, coarse_run: str | os.PathLike,
     hints = {name: stage_data_hints(run) for name, run in
              (("semantic", semantic_run), ("coarse", coarse_run), ("fine", fine_run)) if run}
     if num_coarse is None:
-        num_coarse = int(hints["coarse"].get(
-            "num_coarse", codec.num_quantizers if fine_run is None else 4))
+        num_coarse = hints["coarse"].get("num_coarse") or (
+            codec.num_quantizers if fine_run is None else 4)
     config = config or GenerationConfig()
     windows = {"semantic": "semantic_window_s", "coarse": "coarse_window_s",
                "fine": "fine_chunk_s"}
@@ -288,4 +290,4 @@ def load_audiolm(semantic_run: str | os.PathLike, coarse_run: str | os.PathLike,
     models = [None if run is None else load_stage_model(run, dtype=dtype, what=name)
               for name, run in (("semantic", semantic_run), ("coarse", coarse_run),
                                 ("fine", fine_run))]
-    return AudioLM(*models, codec, tokenizer, num_coarse=num_coarse, config=config)
+    return AudioLM(*models, codec, tokenizer, num_coarse=int(num_coarse), config=config)
