@@ -7,7 +7,7 @@ import importlib
 
 # In the order `--help` lists them, which is the order of the pipeline.
 COMMAND_MODULES = ("corpus", "train", "compile", "export", "codec", "semantic", "tokenize",
-                   "generate", "demo")
+                   "generate", "eval", "demo")
 
 
 def register_all(subparsers) -> None:

@@ -1,0 +1,219 @@
+"""`audiolm-jax eval EXPERIMENT`: the paper's measurements, one command per table; results go to
+`results/eval_<experiment>.json` with the command, machine, date, seeds, counts and 95% CIs.
+
+    audiolm-jax eval speaker  --classifier RUN [--reconstruction DIR] [--acoustic-generation DIR]
+                              [--continuation DIR]                         (Table III)
+    audiolm-jax eval wer      [--reconstruction DIR] [--acoustic-generation DIR]     (Table II)
+    audiolm-jax eval pairs    --pairs-dir DIR [--build] [--semantic-run RUN --tokenizer DIR]
+                                                                            (Table IV)
+    audiolm-jax eval piano    --audiolm DIR --acoustic-only DIR            (sec. IV-I)
+    audiolm-jax eval detector --originals DIR --continuation DIR --workdir RUN   (sec. IV-H)
+    audiolm-jax eval abx      --tokenizer DIR [--codec RUN]                (Fig. 3, ABX)
+    audiolm-jax eval ablation --classifier RUN --continuation DIR --acoustic-only DIR
+
+What exists runs now (the classifier on originals, ASR of originals, building the pairs, ABX of
+the tokenizers); a row that needs generated audio takes a directory of it (files named after
+their source utterance, see audiolm_jax/eval/tables.py) and one that needs a stage model takes
+its run directory; a missing input fails with a message saying what to pass.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+EXPERIMENTS = ("speaker", "wer", "pairs", "piano", "detector", "abx", "ablation")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval", help="the paper's evaluation tables on a corpus (results/eval_*.json)",
+        description="Run one of the paper's experiments: " + ", ".join(EXPERIMENTS) + ".")
+    p.add_argument("experiment", choices=EXPERIMENTS)
+    p.add_argument("--corpus", default="outputs/demo/world/speech",
+                   help="corpus root (speech, or piano for `piano`)")
+    p.add_argument("--out", default=None, help="result JSON (default results/eval_<experiment>.json)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--classifier", help="speaker-classifier run (audiolm-jax train "
+                                        "--gin_file=experiments/speaker_small_world)")
+    for kind in ("reconstruction", "acoustic-generation", "continuation"):
+        p.add_argument(f"--{kind}", default=None,
+                       help=f"directory of {kind.replace('-', ' ')} audio named after source utterances")
+    p.add_argument("--skip-seconds", type=float, default=3.0,
+                   help="prompt length cut from continuations before scoring (default 3)")
+    p.add_argument("--limit", type=int, default=None, help="score at most this many utterances")
+    p.add_argument("--pairs-dir", default="outputs/eval/pairs")
+    p.add_argument("--build", action="store_true", help="pairs: synthesize the pairs first")
+    p.add_argument("--pairs-lexical", type=int, default=50)
+    p.add_argument("--pairs-syntactic", type=int, default=10, help="pairs per sBLIMP phenomenon")
+    p.add_argument("--semantic-run", default=None, help="stage-1 (semantic LM) run directory")
+    p.add_argument("--tokenizer", default=None, help="semantic tokenizer directory")
+    p.add_argument("--codec", default=None, help="codec run or export")
+    p.add_argument("--audiolm", default=None, help="piano: AudioLM continuations directory")
+    p.add_argument("--acoustic-only", default=None,
+                   help="piano / ablation: continuations of the acoustic-only model")
+    p.add_argument("--originals", default=None, help="detector: originals through the codec")
+    p.add_argument("--workdir", default=None, help="detector: where to train it")
+    p.add_argument("--steps", type=int, default=2000, help="detector: training steps")
+    p.add_argument("--max-items", type=int, default=None, help="abx: cap on items")
+    p.set_defaults(func=_run)
+
+
+def _need(args: argparse.Namespace, *names: str, why: str) -> None:
+    missing = [n for n in names if not getattr(args, n.replace("-", "_"))]
+    if missing:
+        raise SystemExit(f"audiolm-jax eval {args.experiment}: needs "
+                         f"{' '.join('--' + n for n in missing)} ({why})")
+    for n in names:
+        path = getattr(args, n.replace("-", "_"))
+        if not os.path.exists(path):
+            raise SystemExit(f"audiolm-jax eval {args.experiment}: --{n} {path} does not exist "
+                             f"({why})")
+
+
+def _generated(args: argparse.Namespace) -> dict[str, str]:
+    out = {}
+    for kind in ("reconstruction", "acoustic_generation", "continuation"):
+        directory = getattr(args, kind)
+        if directory:
+            if not os.path.isdir(directory):
+                raise SystemExit(f"audiolm-jax eval {args.experiment}: --{kind.replace('_', '-')} "
+                                 f"{directory} is not a directory")
+            out[kind] = directory
+    return out
+
+
+def _run(args: argparse.Namespace) -> int:
+    from audiolm_jax.eval.run_info import command_line, machine_info, utc_now, write_json
+
+    start = time.perf_counter()
+    result = {"experiment": args.experiment, "seed": args.seed,
+              **globals()[f"_{args.experiment}"](args)}
+    result.update(command=command_line(script="audiolm-jax"), machine=machine_info(),
+                  date=utc_now(), seconds=round(time.perf_counter() - start, 1))
+    out = args.out or os.path.join("results", f"eval_{args.experiment}.json")
+    write_json(out, result)
+    print(f"audiolm-jax eval {args.experiment}: wrote {out}", flush=True)
+    return 0
+
+
+def _index(args):
+    from audiolm_jax.data.corpus import scan_corpus
+
+    return scan_corpus(args.corpus, "piano" if args.experiment == "piano" else "libri_light")
+
+
+def _speaker(args) -> dict:
+    from audiolm_jax.eval.speaker_classifier import load_classifier
+    from audiolm_jax.eval.tables import speaker_table
+
+    _need(args, "classifier", why="train it: audiolm-jax train --gin_file=experiments/"
+                                  "speaker_small_world --gin.train.workdir=\"'RUN'\"")
+    model = load_classifier(args.classifier)
+    table = speaker_table(model, _index(args), _generated(args), args.skip_seconds, print)
+    speaker = {"classifier": os.path.abspath(args.classifier), "labels": list(model.config.labels),
+               "heldout_accuracy": table["original"]["value"],
+               **{f"{k}_accuracy": v["value"] for k, v in table.items() if k in
+                  ("reconstruction", "acoustic_generation", "continuation")},
+               "rows": table}
+    return {"speaker": speaker}
+
+
+def _wer(args) -> dict:
+    from audiolm_jax.eval.tables import wer_table
+
+    table = wer_table(_index(args), _generated(args), args.limit, args.seed)
+    return {"wer": {**{k: v.get("wer") for k, v in table.items()}, "rows": table,
+                    "asr": "pocketsphinx 5 en-us (bundled model), jiwer; text normalised"}}
+
+
+def _pairs(args) -> dict:
+    from audiolm_jax.eval.pairs import build_pairs, load_pairs
+
+    if args.build:
+        build_pairs(args.pairs_dir, args.pairs_lexical, args.pairs_syntactic,
+                    corpus_root=args.corpus if os.path.isdir(args.corpus) else None,
+                    seed=args.seed, progress=True)
+    items = load_pairs(args.pairs_dir)
+    counts = {k: sum(it.kind == k for it in items) for k in ("swuggy", "sblimp")}
+    _need(args, "semantic-run", "tokenizer",
+          why=f"pairs are in {args.pairs_dir} ({counts}); scoring them needs the stage-1 model "
+              "and the semantic tokenizer that feed score_pairs(loglik_fn, pairs)")
+    loglik_fn = _stage1_loglik(args)
+    from audiolm_jax.eval.pairs import score_pairs
+    from audiolm_jax.eval.tables import _load
+
+    out = {}
+    for kind in ("swuggy", "sblimp"):
+        chosen = [it for it in items if it.kind == kind]
+        pairs = [(_load(os.path.join(args.pairs_dir, it.good_path)),
+                  _load(os.path.join(args.pairs_dir, it.bad_path))) for it in chosen]
+        scored = score_pairs(loglik_fn, pairs)
+        scored["pair_ids"] = [f"{it.voice}/{it.pair_id}" for it in chosen]
+        out[kind] = scored
+    return out
+
+
+def _stage1_loglik(args):
+    """audio -> (sum log p, count) of its deduplicated semantic tokens under the stage-1 LM."""
+    try:
+        from audiolm_jax.generate import pipeline  # noqa: F401
+    except ImportError as e:
+        raise SystemExit(f"audiolm-jax eval pairs: the stage-1 scorer needs audiolm_jax.generate "
+                         f"({e}); it is not in this checkout yet") from None
+    raise SystemExit("audiolm-jax eval pairs: scoring with a stage-1 run is not wired yet; call "
+                     "audiolm_jax.eval.pairs.score_pairs(loglik_fn, pairs) with the LM's "
+                     "log-likelihood over semantic tokens")
+
+
+def _piano(args) -> dict:
+    from audiolm_jax.eval.tables import piano_table
+
+    _need(args, "audiolm", "acoustic-only",
+          why="directories of continuations of the same held-out prompts by AudioLM and by the "
+              "acoustic-only model, files named after the source piece")
+    return {"piano": piano_table(_index(args), args.audiolm, args.acoustic_only, args.skip_seconds)}
+
+
+def _detector(args) -> dict:
+    from audiolm_jax.eval.detector import detector_files, evaluate_detector, train_detector
+    from audiolm_jax.eval.speaker_classifier import load_classifier
+
+    _need(args, "originals", "continuation", "workdir",
+          why="originals passed through the codec and AudioLM continuations (with their 3 s "
+              "prompts), and a run directory to train the detector in")
+    train_detector(args.originals, args.continuation, args.workdir, steps=args.steps,
+                   skip_seconds=args.skip_seconds, seed=args.seed)
+    model = load_classifier(args.workdir)
+    files = detector_files(args.originals, args.continuation, "eval", seed=args.seed)
+    return {"detector": evaluate_detector(model, files, args.skip_seconds)}
+
+
+def _abx(args) -> dict:
+    from audiolm_jax.eval.semantic_abx import run_abx
+
+    _need(args, "tokenizer", why="the semantic tokenizer directory (audiolm-jax semantic fit-kmeans)")
+    codec = None
+    if args.codec:
+        from audiolm_jax.codec.frozen import load_codec
+        codec = load_codec(args.codec)
+    return {"abx": run_abx(args.corpus, tokenizer=args.tokenizer, codec=codec,
+                           max_items=args.max_items, seed=args.seed)}
+
+
+def _ablation(args) -> dict:
+    from audiolm_jax.eval.speaker_classifier import load_classifier
+    from audiolm_jax.eval.tables import speaker_table
+
+    _need(args, "classifier", "continuation", "acoustic-only",
+          why="continuations with (AudioLM) and without semantic tokens (acoustic-only model) of "
+              "the same prompts, and the speaker classifier")
+    model, index = load_classifier(args.classifier), _index(args)
+    with_semantic = speaker_table(model, index, {"continuation": args.continuation},
+                                  args.skip_seconds)["continuation"]
+    without = speaker_table(model, index, {"continuation": args.acoustic_only},
+                            args.skip_seconds)["continuation"]
+    return {"ablation": {"speaker_accuracy_with_semantic": with_semantic,
+                         "speaker_accuracy_acoustic_only": without,
+                         "note": "WER of the continuations needs their own text (no reference); "
+                                 "compare transcripts' lexicon rate instead (left undone)"}}

@@ -1,0 +1,165 @@
+"""The paper's evaluation tables computed from their inputs: a corpus, a trained classifier, and
+directories of generated audio. `audiolm-jax eval` is a thin shell around these functions.
+
+Generated audio is matched to the utterance it came from by file name: a generated file's stem
+must start with the source utterance's id (`flite_awb-luke-0003-s0.wav` comes from
+`flite_awb-luke-0003`); the longest matching id wins. The source gives the expected speaker
+(speaker tables) and the reference transcript (WER tables). A file that matches no utterance is
+counted under `unmatched` and not scored.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from audiolm_jax.data.corpus import CorpusIndex, Example
+from audiolm_jax.eval.stats import accuracy_summary
+
+# Table II / III rows: name in the JSON -> what the generated directory holds.
+GENERATED_KINDS = ("reconstruction", "acoustic_generation", "continuation")
+
+
+def match_source(stem: str, by_id: Mapping[str, Example]) -> Example | None:
+    """The example whose id is the longest prefix of `stem` ending at a separator or the end."""
+    best = None
+    for i in range(len(stem), 0, -1):
+        if (i == len(stem) or stem[i] in "-_.") and stem[:i] in by_id:
+            best = by_id[stem[:i]]
+            break
+    return best
+
+
+def generated_files(directory: str, index: CorpusIndex) -> tuple[list[tuple[str, Example]], list[str]]:
+    """([(path, source example)], [unmatched paths]) for the audio files under `directory`."""
+    from audiolm_jax.eval.detector import list_audio  # noqa: PLC0415
+
+    by_id = {e.id: e for e in index.examples}
+    matched, unmatched = [], []
+    for path in list_audio(directory):
+        source = match_source(os.path.splitext(os.path.basename(path))[0], by_id)
+        (matched.append((path, source)) if source is not None else unmatched.append(path))
+    return matched, unmatched
+
+
+def _load(path: str, skip_seconds: float = 0.0) -> np.ndarray:
+    from audiolm_jax.audio import SAMPLE_RATE, load_audio  # noqa: PLC0415
+
+    return load_audio(path)[int(round(skip_seconds * SAMPLE_RATE)):]
+
+
+# --- speaker (Table III) ---------------------------------------------------------------------------
+
+def speaker_accuracy(model, items: Sequence[tuple[str, str]], skip_seconds: float = 0.0,
+                     progress: Callable[[str], None] | None = None) -> dict:
+    """Window-aggregated accuracy over (audio path, expected speaker) items, Wilson CI."""
+    from audiolm_jax.eval.speaker_classifier import predict_log_probs  # noqa: PLC0415
+
+    labels = model.config.labels
+    correct, confusions = [], {}
+    for i, (path, speaker) in enumerate(items):
+        predicted = labels[int(np.argmax(predict_log_probs(model, _load(path, skip_seconds))))]
+        correct.append(float(predicted == speaker))
+        if predicted != speaker:
+            key = f"{speaker}->{predicted}"
+            confusions[key] = confusions.get(key, 0) + 1
+        if progress and (i + 1) % 10 == 0:
+            progress(f"  {i + 1}/{len(items)} scored")
+    out = accuracy_summary(correct)
+    out["confusions"] = dict(sorted(confusions.items()))
+    out["chance"] = 1.0 / len(labels)
+    return out
+
+
+def speaker_table(model, index: CorpusIndex, generated: Mapping[str, str] | None = None,
+                  continuation_skip_seconds: float = 3.0,
+                  progress: Callable[[str], None] | None = None) -> dict:
+    """Speaker accuracy of the original eval-role utterances (by split) and of each directory of
+    generated audio in `generated` ({kind: dir}); continuations skip their first
+    `continuation_skip_seconds` (the prompt is excluded, as in the paper)."""
+    from audiolm_jax.eval.speaker_data import check_labels, speaker_roles  # noqa: PLC0415
+
+    check_labels(model.config.labels, index)
+    out: dict = {}
+    eval_role = speaker_roles(index)["eval"]
+    for split in sorted({e.split for e in eval_role}):
+        items = [(e.path, e.speaker) for e in eval_role if e.split == split]
+        out[f"original_{split}"] = speaker_accuracy(model, items, progress=progress)
+    all_items = [(e.path, e.speaker) for e in eval_role]
+    out["original"] = speaker_accuracy(model, all_items, progress=progress)
+    for kind, directory in (generated or {}).items():
+        matched, unmatched = generated_files(directory, index)
+        skip = continuation_skip_seconds if kind == "continuation" else 0.0
+        row = speaker_accuracy(model, [(p, e.speaker) for p, e in matched], skip, progress)
+        row.update(directory=directory, unmatched=len(unmatched), skip_seconds=skip)
+        out[kind] = row
+    return out
+
+
+# --- WER (Table II) -------------------------------------------------------------------------------
+
+def heldout_utterances(index: CorpusIndex, splits: Sequence[str] = ("heldout_voices", "heldout_books"),
+                       min_seconds: float = 4.0, max_seconds: float = 10.0,
+                       limit: int | None = None) -> list[Example]:
+    """Held-out utterances with a transcript lasting [min_seconds, max_seconds], sorted by id."""
+    from audiolm_jax.audio import audio_info  # noqa: PLC0415
+
+    chosen = [e for e in index.examples if e.split in splits and e.text
+              and min_seconds <= audio_info(e.path).duration_s <= max_seconds]
+    chosen.sort(key=lambda e: (e.split, e.id))
+    return chosen[:limit] if limit else chosen
+
+
+def wer_rows(asr, items: Sequence[tuple[str, str]], skip_seconds: float = 0.0, seed: int = 0) -> dict:
+    """Corpus WER/CER (bootstrap CIs) of (audio path, reference text) items."""
+    from audiolm_jax.eval.asr import error_counts, wer_summary  # noqa: PLC0415
+
+    counts = [error_counts(ref, asr.transcribe(_load(path, skip_seconds))) for path, ref in items]
+    return wer_summary(counts, seed=seed)
+
+
+def wer_table(index: CorpusIndex, generated: Mapping[str, str] | None = None,
+              limit: int | None = None, seed: int = 0) -> dict:
+    """WER/CER of the held-out 4-10 s originals and of each generated directory (reference: the
+    source utterance's transcript). Continuations are not scored here (their text is new)."""
+    from audiolm_jax.eval.asr import PocketsphinxASR  # noqa: PLC0415
+
+    asr = PocketsphinxASR()
+    originals = heldout_utterances(index, limit=limit)
+    out = {"original": wer_rows(asr, [(e.path, e.text) for e in originals], seed=seed)}
+    for kind, directory in (generated or {}).items():
+        matched, unmatched = generated_files(directory, index)
+        items = [(p, e.text) for p, e in matched if e.text]
+        row = wer_rows(asr, items, seed=seed) if items else {"n": 0}
+        row.update(directory=directory, unmatched=len(unmatched))
+        out[kind] = row
+    return out
+
+
+# --- piano (sec. IV-I) ------------------------------------------------------------------------------
+
+def piano_table(index: CorpusIndex, audiolm_dir: str, acoustic_only_dir: str,
+                prompt_seconds: float = 3.0) -> dict:
+    """AudioLM vs acoustic-only continuations of the same prompts: per-metric agreement with the
+    prompt (the original's first `prompt_seconds`) and AudioLM's pairwise win rate. Files pair up
+    by name (same stem in both directories); each generated file's first `prompt_seconds` are
+    skipped."""
+    from audiolm_jax.eval.piano_metrics import continuation_metrics, pairwise_win  # noqa: PLC0415
+
+    a_files, _ = generated_files(audiolm_dir, index)
+    b_files = {os.path.basename(p): p for p, _ in generated_files(acoustic_only_dir, index)[0]}
+    a_metrics, b_metrics = [], []
+    for path, source in a_files:
+        other = b_files.get(os.path.basename(path))
+        if other is None:
+            continue
+        prompt = _load(source.path)[:int(prompt_seconds * 16000)]
+        a_metrics.append(continuation_metrics(prompt, _load(path, prompt_seconds)))
+        b_metrics.append(continuation_metrics(prompt, _load(other, prompt_seconds)))
+    if not a_metrics:
+        raise ValueError(f"no file of {audiolm_dir} has a same-named file in {acoustic_only_dir} "
+                         "matching a corpus piece; generate both systems from the same prompts")
+    result = pairwise_win(a_metrics, b_metrics)
+    return {"audiolm_win_rate": result["win_rate"], "ci95": result["ci95"], "n": result["n"],
+            "means_audiolm": result["means_a"], "means_acoustic_only": result["means_b"]}
