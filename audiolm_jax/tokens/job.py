@@ -189,7 +189,7 @@ def tokenize_shard(models, spec: JobSpec, plan: ShardPlan
             continue
         paths.append(os.path.join(root, rel))
         ids.append((uid, rel))
-    utterances = []
+    utterances, in_flight = [], None
     batches = plan_batches(lengths, spec.batch_size)
     for rows, loaded in _loaded_batches(paths, batches, spec.load_threads):
         good = {}
@@ -201,18 +201,27 @@ def tokenize_shard(models, spec: JobSpec, plan: ShardPlan
         if not good:
             continue
         batch = pad_batch(list(good), good, spec.batch_size)
-        codes, semantic = models(batch.wav, batch.lengths)
-        for slot, r in enumerate(batch.rows):
-            if r < 0:
-                continue
-            samples = len(good[r])
-            utterances.append(cache.Utterance(
-                id=ids[r][0], semantic=semantic[slot, :semantic_frames(samples)],
-                acoustic=codes[slot, :acoustic_frames(samples)],
-                seconds=float(np.float32(samples / SAMPLE_RATE))))
+        # Dispatch this batch before fetching the previous one: the device never waits on the
+        # host's padding and transfers.
+        dispatched = (batch.rows, {r: len(w) for r, w in good.items()},
+                      models.dispatch(batch.wav, batch.lengths))
+        if in_flight is not None:
+            utterances += _collect(ids, *in_flight)
+        in_flight = dispatched
+    if in_flight is not None:
+        utterances += _collect(ids, *in_flight)
     utterances.sort(key=lambda u: u.id)
     skipped.sort(key=lambda s: s["path"])
     return utterances, skipped
+
+
+def _collect(ids, rows, samples, outputs) -> list[cache.Utterance]:
+    """Utterances of one dispatched batch, outputs trimmed to each row's true frame counts."""
+    codes, semantic = (np.asarray(x, np.int32) for x in outputs)
+    return [cache.Utterance(id=ids[r][0], semantic=semantic[slot, :semantic_frames(samples[r])],
+                            acoustic=codes[slot, :acoustic_frames(samples[r])],
+                            seconds=float(np.float32(samples[r] / SAMPLE_RATE)))
+            for slot, r in enumerate(rows) if r >= 0]
 
 
 def ensure_shard(models, spec: JobSpec, plan: ShardPlan, log: Log | None = None) -> dict:

@@ -62,6 +62,19 @@ def _flat_arrays(state) -> dict[str, np.ndarray]:
     return arrays
 
 
+def model_info(codec, semantic, codec_name: str, tokenizer_name: str) -> ModelInfo:
+    """Names, vocabulary sizes and parameter fingerprints of a codec and a SemanticTokenizer."""
+    semantic_arrays = _flat_arrays(nnx.state(semantic.model))
+    semantic_arrays.update({"@mean": np.asarray(semantic.mean), "@std": np.asarray(semantic.std),
+                            "@centroids": np.asarray(semantic.centroids),
+                            "@layer": np.asarray(semantic.layer)})
+    return ModelInfo(
+        codec=codec_name, codec_sha256=_fingerprint(_flat_arrays(nnx.state(codec))),
+        num_quantizers=codec.num_quantizers, codebook_size=codec.codebook_size,
+        tokenizer=tokenizer_name, tokenizer_sha256=_fingerprint(semantic_arrays),
+        num_clusters=semantic.num_clusters)
+
+
 def _model_name(path: str | os.PathLike) -> str:
     """A readable name: the directory's base name (its parent's for a checkpoints/ folder)."""
     path = os.path.abspath(os.fspath(path))
@@ -125,15 +138,7 @@ class FrozenTokenizers:
         finally:
             absl_log.setLevel(level)
         semantic = SemanticTokenizer.load(semantic_path)
-        semantic_arrays = _flat_arrays(nnx.state(semantic.model))
-        semantic_arrays.update({"@mean": np.asarray(semantic.mean), "@std": np.asarray(semantic.std),
-                                "@centroids": np.asarray(semantic.centroids),
-                                "@layer": np.asarray(semantic.layer)})
-        info = ModelInfo(
-            codec=_model_name(codec_path), codec_sha256=_fingerprint(_flat_arrays(nnx.state(codec))),
-            num_quantizers=codec.num_quantizers, codebook_size=codec.codebook_size,
-            tokenizer=_model_name(semantic_path), tokenizer_sha256=_fingerprint(semantic_arrays),
-            num_clusters=semantic.num_clusters)
+        info = model_info(codec, semantic, _model_name(codec_path), _model_name(semantic_path))
         return cls(codec, semantic, info, devices)
 
     @classmethod
@@ -152,14 +157,19 @@ class FrozenTokenizers:
             self._placed[batch_size] = (arguments, NamedSharding(mesh, P("data")))
         return self._placed[batch_size]
 
-    def __call__(self, wav: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """wav float32 [batch, samples], lengths int32 [batch] -> (codes int32 [batch,
-        samples // 320, Q], ids int32 [batch, samples // 640]) as numpy."""
+    def dispatch(self, wav: np.ndarray, lengths: np.ndarray) -> tuple[jax.Array, jax.Array]:
+        """Start tokenizing a batch (asynchronously): wav float32 [batch, samples] (a multiple of
+        640), lengths int32 [batch] -> device arrays (codes int32 [batch, samples // 320, Q],
+        ids int32 [batch, samples // 640]); ids past a row's length are padding."""
         if wav.ndim != 2 or wav.shape[1] % SEMANTIC_HOP:
             raise ValueError(f"wav must be [batch, samples] with samples a multiple of "
                              f"{SEMANTIC_HOP}, got {wav.shape}")
         arguments, rows = self._placement(wav.shape[0])
         wav, lengths = jax.device_put((np.asarray(wav, np.float32), np.asarray(lengths, np.int32)),
                                       rows)
-        codes, ids = _tokenize(*self._static, *arguments, wav, lengths)
+        return _tokenize(*self._static, *arguments, wav, lengths)
+
+    def __call__(self, wav: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`dispatch`, waited for, as numpy arrays."""
+        codes, ids = self.dispatch(wav, lengths)
         return np.asarray(codes, np.int32), np.asarray(ids, np.int32)
