@@ -26,7 +26,7 @@ from audiolm_jax.commands.semantic import bucketed_ids
 from audiolm_jax.lm.layouts import AudioVocabulary
 from audiolm_jax.semantic.tokenizer import SemanticTokenizer
 from audiolm_jax.semantic.w2v_bert import W2vBert, W2vBertConfig
-from audiolm_jax.tokens import cache, job
+from audiolm_jax.tokens import batching, cache, job
 from audiolm_jax.tokens.cache import TokenCache, TokenCacheError
 from audiolm_jax.tokens.models import FrozenTokenizers
 from audiolm_jax.training.export import write_export
@@ -44,6 +44,19 @@ SPEECH = {"train": {("101", "7"): [1.0, 1.02, 1.04], ("102", "7"): [1.04, 1.0, 1
 BAD = {"train/103/7/103-7-0000.flac": "corrupt", "train/103/7/103-7-0001.flac": "corrupt",
        "train/103/7/103-7-0002.flac": "too_short"}
 SHARDS, BATCH = 3, 4
+
+
+def test_buckets_pad_by_at_least_a_frame_and_at_most_a_quarter():
+    lengths = range(1, 16000 * 60, 997)
+    buckets = [batching.bucket_length(n) for n in lengths]
+    assert all(b % 640 == 0 and b >= n + 640 for n, b in zip(lengths, buckets))
+    assert all(b - n <= 0.25 * n + 1280 for n, b in zip(lengths, buckets))
+    assert len(set(buckets)) <= 4 * 12                    # ~4 shapes per octave up to a minute
+    batches = batching.plan_batches([5, 1, 5, 3, 2], 2)
+    assert batches == [[1, 4], [3, 0], [2]]               # by length, ties by index
+    batch = batching.pad_batch([4, 1], [np.ones(700, np.float32)] * 2 + [np.ones(10)] * 3, 4)
+    assert batch.wav.shape == (4, 1920) and batch.rows.tolist() == [4, 1, -1, -1]
+    assert batch.lengths.tolist() == [10, 700, 1920, 1920] and batch.wav[0, 10:].sum() == 0
 
 
 @pytest.fixture(scope="module")
