@@ -120,7 +120,8 @@ def make_nonword(word: str, phonotactics: Phonotactics, rng: random.Random,
 
 
 def lexical_pairs(words: Sequence[str], lexicon: Iterable[str], n: int, seed: int = 0,
-                  min_letters: int = 4, max_letters: int = 9) -> list[tuple[str, str]]:
+                  min_letters: int = 4, max_letters: int = 9,
+                  min_count: int = 150) -> list[tuple[str, str]]:
     """Up to `n` (word, non-word) pairs from `words` (e.g. the corpus's vocabulary), in a
     deterministic order."""
     phon = Phonotactics.from_words(lexicon)
@@ -130,7 +131,7 @@ def lexical_pairs(words: Sequence[str], lexicon: Iterable[str], n: int, seed: in
     rng.shuffle(pool)
     out = []
     for w in pool:
-        nonword = make_nonword(w, phon, rng)
+        nonword = make_nonword(w, phon, rng, min_count=min_count)
         if nonword is not None:
             out.append((w, nonword))
         if len(out) >= n:
@@ -229,13 +230,15 @@ def _synthesize_pair(task: _SynthTask) -> str | None:
 
 
 def plan_pairs(n_lexical: int, n_syntactic_per_phenomenon: int, voices: Sequence[str],
-               vocabulary: Sequence[str], lexicon: Iterable[str], seed: int = 0) -> list[PairItem]:
+               vocabulary: Sequence[str], lexicon: Iterable[str], seed: int = 0,
+               min_count: int = 150) -> list[PairItem]:
     """Every pair item (both kinds, every voice), paths laid out as {kind}/{voice}/{id}_{good|bad}.flac."""
     items = []
     lexicon = list(lexicon)
     for kind, triples in (
             ("swuggy", [(w, nw, "word_nonword") for w, nw in
-                        lexical_pairs(vocabulary, lexicon, n_lexical, seed)]),
+                        lexical_pairs(vocabulary, lexicon, n_lexical, seed,
+                                      min_count=min_count)]),
             ("sblimp", syntactic_pairs(n_syntactic_per_phenomenon, seed))):
         for voice in voices:
             for i, (good, bad, phenomenon) in enumerate(triples):
