@@ -41,6 +41,10 @@ class NoCheckpointError(FileNotFoundError):
     """No readable checkpoint in the directory."""
 
 
+class CheckpointSaveError(OSError):
+    """A save failed (disk full, I/O error); the committed checkpoints are untouched."""
+
+
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class CheckpointConfig:
@@ -191,6 +195,8 @@ class Checkpointer:
             preservation_policy=policies.AnyPreservationPolicy(keep),
             cleanup_tmp_directories=not read_only,
         )
+        self._saving: int | None = None  # the step of the latest save started
+        self._failed = False
         self._manager = ocp.CheckpointManager(
             self.directory, options=options, item_handlers=_handlers(items)
         )
@@ -219,8 +225,27 @@ class Checkpointer:
         )
         args["config"] = ocp.args.JsonSave({"gin": config_text})
         metrics = {k: float(v) for k, v in metrics.items()} if metrics else None
-        return self._manager.save(
-            step, args=ocp.args.Composite(**args), metrics=metrics, force=True
+        self.wait()  # Orbax waits for the previous save anyway; a failure is reported as its own
+        self._saving = step
+        try:
+            return self._manager.save(
+                step, args=ocp.args.Composite(**args), metrics=metrics, force=True
+            )
+        except Exception as e:  # noqa: BLE001 - a sync save, or the previous async one, failed
+            raise self._save_failed(e) from e
+
+    def _save_failed(self, error: Exception) -> CheckpointSaveError:
+        """The error of a failed save, naming the step, what survives and the fix (raised once:
+        Orbax re-raises a failed async save at every later call, close() included)."""
+        self._failed = True
+        where = os.path.join(self.directory, str(self._saving))
+        kept = [s for s in self.steps() if s != self._saving]
+        resume = f"a rerun resumes from step {kept[-1]}" if kept else "a rerun starts from scratch"
+        return CheckpointSaveError(
+            f"saving checkpoint {where} failed ({type(error).__name__}: "
+            f"{str(error).splitlines()[0][:300] if str(error) else ''}); the committed "
+            f"checkpoints {kept} are intact and {resume}. Fix: free space on that disk (or "
+            f"point the workdir at a larger one) and rerun."
         )
 
     def restore(self, template: TrainState, step: int | None = None) -> Restored | None:
@@ -268,10 +293,19 @@ class Checkpointer:
         warnings.warn(message)
 
     def wait(self) -> None:
-        self._manager.wait_until_finished()
+        try:
+            self._manager.wait_until_finished()
+        except Exception as e:  # noqa: BLE001 - the background save failed
+            raise self._save_failed(e) from e
 
     def close(self) -> None:
-        self._manager.close()
+        try:
+            self._manager.close()
+        except Exception as e:  # noqa: BLE001
+            if self._failed:  # already raised to the caller; do not mask what it is handling
+                logging.warning("closing %s after a failed save: %s", self.directory, e)
+                return
+            raise self._save_failed(e) from e
 
     def __enter__(self) -> "Checkpointer":
         return self
