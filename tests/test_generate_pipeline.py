@@ -11,7 +11,7 @@ from audiolm_jax import cli
 from audiolm_jax.codec.frozen import soundstream_config_from_gin
 from audiolm_jax.codec.soundstream import SoundStream
 from audiolm_jax.config import resolve_gin_file
-from audiolm_jax.generate.pipeline import AudioLM
+from audiolm_jax.generate.pipeline import AudioLM, GenerationConfig
 from audiolm_jax.generate.sampling import SamplingConfig
 from audiolm_jax.generate.stages import generate_fine
 from audiolm_jax.lm.config import TransformerConfig
@@ -94,6 +94,12 @@ def test_two_stage_and_acoustic_modes(parts):
     out = piano.unconditional(0.4, num_samples=2, seed=1)
     assert out.codes.shape == (2, 20, 4) and "fine" not in out.seconds
     assert out.prompt_frames == 0
+    # Beyond the training crops: 0.2 s windows slide over 0.4 s (stage 1: 5 of 8 tokens).
+    short = GenerationConfig(semantic_window_s=0.2, coarse_window_s=0.2)
+    slid = AudioLM(models[0], models[1], None, codec, tokenizer, num_coarse=4, config=short)
+    out = slid.unconditional(0.4, num_samples=1, seed=1)
+    assert out.codes.shape == (1, 20, 4) and out.semantic[0].size == 8
+    assert out.codes.min() >= 0 and out.codes.max() < 32
     lm = AudioLM(*models, codec, tokenizer, num_coarse=2)
     out = lm.acoustic([np.array([3, 3, 9, 12, 12, 5])], num_samples=2)
     assert out.codes.shape == (2, 12, 4) and out.semantic[0].tolist() == [3, 9, 12, 5]
