@@ -171,7 +171,7 @@ class SemanticTokenizer:
         model_config = W2vBertConfig.from_dict(config["model"])
         abstract = nnx.eval_shape(lambda: W2vBert(model_config, rngs=nnx.Rngs(0), dtype=dtype))
         graphdef, abstract_state = nnx.split(abstract)
-        with np.load(path / "params.npz") as params:
+        with np.load(path / "params.npz", allow_pickle=False) as params:
             leaves = []
             for p, var in nnx.to_flat_state(abstract_state):
                 key = "/".join(map(str, p))
@@ -184,7 +184,7 @@ class SemanticTokenizer:
                                      f"config.json implies {var.shape}")
                 leaves.append((p, var.replace(value=jnp.asarray(value))))
         model = nnx.merge(graphdef, nnx.from_flat_state(leaves))
-        with np.load(path / "tokenizer.npz") as arrays:
+        with np.load(path / "tokenizer.npz", allow_pickle=False) as arrays:
             return cls(model, config["layer"], arrays["mean"], arrays["std"], arrays["centroids"])
 
 

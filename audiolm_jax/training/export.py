@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -129,18 +130,38 @@ def load_export(export_dir: str | os.PathLike, *, verify: bool = True) -> dict[s
         raise ExportError(f"{root}: no {MANIFEST}; pass a directory written by export_checkpoint") from e
     except json.JSONDecodeError as e:
         raise ExportError(f"{root / MANIFEST}: not valid JSON ({e}); re-export the model") from e
-    if manifest.get("format") != FORMAT:
-        raise ExportError(f"{root / MANIFEST}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    except RecursionError as e:
+        raise ExportError(f"{root / MANIFEST}: not valid JSON (nested too deeply); re-export the model") from e
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise ExportError(f"{root / MANIFEST}: format {found!r}, expected {FORMAT!r}")
+    try:
+        return _load_shards(root, manifest["shards"], verify)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        if isinstance(e, ExportError):
+            raise
+        raise ExportError(f"{root / MANIFEST}: malformed manifest ({type(e).__name__}: {e}); "
+                          "re-export the model") from e
+
+
+def _load_shards(root: Path, shards: list, verify: bool) -> dict[str, np.ndarray]:
     arrays: dict[str, np.ndarray] = {}
-    for entry in manifest["shards"]:
+    for entry in shards:
+        if Path(entry["file"]).name != entry["file"] or entry["file"] in ("", ".", ".."):
+            raise ExportError(f"{root / MANIFEST}: shard name {entry['file']!r} is not a plain file "
+                              "name in the export directory; re-export the model")
         path = root / entry["file"]
         if not path.is_file():
             raise ExportError(f"{path}: shard missing; copy the whole export directory")
         if verify and _sha256(path) != entry["sha256"]:
             raise ExportError(f"{path}: checksum mismatch (corrupt or modified); re-export or re-copy it")
-        with np.load(path, allow_pickle=False) as data:
-            for key in data.files:
-                arrays[key.replace("|", "/")] = data[key]
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                for key in data.files:
+                    arrays[key.replace("|", "/")] = data[key]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            # ValueError: an object array, which only pickle could load (never done here).
+            raise ExportError(f"{path}: not a readable array shard ({e}); re-export or re-copy it") from e
         for name, (shape, dtype) in entry["arrays"].items():
             got = arrays.get(name)
             if got is not None and str(got.dtype) != dtype and got.dtype == np.uint16:
