@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from xml.etree import ElementTree
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
@@ -87,12 +88,22 @@ def trainer_campaign(trainer: str, trials: int, rng: random.Random, workdir: Pat
             "seconds": round(time.perf_counter() - start, 1)}
 
 
-def pytest_checks() -> dict:
+def pytest_checks(workdir: Path) -> dict:
+    """Runs CHECK_FILES once; counts from pytest's JUnit XML (its terminal summary varies)."""
+    xml = workdir / "checks.xml"
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           *CHECK_FILES], cwd=str(ROOT), capture_output=True, text=True)
-    summary = [line for line in done.stdout.splitlines() if " passed" in line or " failed" in line]
-    return {"command": "pytest -q " + " ".join(CHECK_FILES), "returncode": done.returncode,
-            "summary": summary[-1] if summary else done.stdout[-500:]}
+                           f"--junitxml={xml}", *CHECK_FILES], cwd=str(ROOT), capture_output=True,
+                          text=True)
+    out = {"command": "pytest " + " ".join(CHECK_FILES), "returncode": done.returncode}
+    if xml.exists():
+        suite = ElementTree.parse(xml).getroot()
+        suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+        counts = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
+        failed = [c.get("name") for c in suite.iter("testcase")
+                  if c.find("failure") is not None or c.find("error") is not None]
+        out.update(counts, passed=counts["tests"] - counts["failures"] - counts["errors"]
+                   - counts["skipped"], failed=failed)
+    return out
 
 
 def main(argv=None) -> int:
@@ -121,9 +132,9 @@ def main(argv=None) -> int:
             print("fault trials: tokenize job ...", flush=True)
             (tmp / "tokenize").mkdir()
             report["tokenize"] = tokenize_faults.trials(tmp / "tokenize", args.tokenize_trials, rng)
-    if not args.skip_checks:
-        print("disk-full, untrusted-file and numerics tests ...", flush=True)
-        report["checks"] = pytest_checks()
+        if not args.skip_checks:
+            print("disk-full, untrusted-file and numerics tests ...", flush=True)
+            report["checks"] = pytest_checks(tmp)
 
     trials = [t for r in report["trainers"].values() for t in r["trials"]]
     tokenize = report.get("tokenize", {"trials": [], "faults_injected": 0, "identical": 0})
