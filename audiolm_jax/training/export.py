@@ -131,7 +131,8 @@ def load_export(export_dir: str | os.PathLike, *, verify: bool = True) -> dict[s
     except json.JSONDecodeError as e:
         raise ExportError(f"{root / MANIFEST}: not valid JSON ({e}); re-export the model") from e
     except RecursionError as e:
-        raise ExportError(f"{root / MANIFEST}: not valid JSON (nested too deeply); re-export the model") from e
+        raise ExportError(f"{root / MANIFEST}: not valid JSON (nested too deeply); "
+                          "re-export the model") from e
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
         raise ExportError(f"{root / MANIFEST}: format {found!r}, expected {FORMAT!r}")

@@ -65,7 +65,8 @@ class Run:
 
 def start(trainer: str, workdir: Path, corpus: Path, tag: str, cache_dir: Path, steps: int,
           save_every: int, step_sleep: float = 0.0, params_out: Path | None = None) -> Run:
-    step_file, log_file = workdir.parent / f"{workdir.name}.{tag}.steps", workdir.parent / f"{workdir.name}.{tag}.log"
+    step_file = workdir.parent / f"{workdir.name}.{tag}.steps"
+    log_file = workdir.parent / f"{workdir.name}.{tag}.log"
     args = [sys.executable, str(WORKER), "--trainer", trainer, "--workdir", str(workdir),
             "--corpus", str(corpus), "--steps", str(steps), "--save_every", str(save_every),
             "--step_file", str(step_file), "--step_sleep", str(step_sleep)]
