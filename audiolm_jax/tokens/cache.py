@@ -258,7 +258,7 @@ class TokenCache:
                 f"{manifest_path}: no token-cache manifest. Fix: point at a directory written by "
                 "`audiolm-jax tokenize` (an interrupted run writes it last: rerun the job)."
             ) from e
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             raise TokenCacheError(f"{manifest_path}: manifest is not valid JSON ({e}). Fix: "
                                   "rerun `audiolm-jax tokenize` with the same --out.") from e
         check_manifest(manifest, manifest_path)

@@ -217,9 +217,6 @@ def test_a_malformed_token_cache_manifest_is_a_clear_error(token_cache, text, ma
         cache_module.TokenCache(token_cache)
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError,
-                   reason="tokens/cache.py does not catch RecursionError from json (reported to "
-                          "its owner; remove this mark when fixed)")
 def test_a_token_cache_manifest_nested_absurdly_is_a_clear_error(token_cache):
     (token_cache / "manifest.json").write_text("[" * 100000)
     with pytest.raises(cache_module.TokenCacheError):
