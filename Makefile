@@ -10,7 +10,7 @@ STAMPS := .stamps
 
 APT_PACKAGES := flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts \
 	sox libsox-fmt-all flac bible-kjv fluidsynth fluid-soundfont-gm timgm6mb-soundfont \
-	musescore-general-soundfont-small opus-tools shellcheck
+	musescore-general-soundfont-small opus-tools shellcheck chromium
 
 .PHONY: demo test sysdeps venv clean-venv
 

@@ -7,8 +7,11 @@ import argparse
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo", help="the main job on the built-in small world",
-        description="Builds the small world (at least 0.5 h of speech and of piano) under --out "
-                    "and prints its summaries. Steps whose outputs exist are skipped.")
+        description="The whole AudioLM pipeline on the built-in small world, sized for two CPU "
+                    "cores (~15 min): builds the corpora (0.5 h of speech and of piano), trains a "
+                    "tiny codec and w2v-BERT, fits k-means, exports the codec, tokenizes, trains "
+                    "the three stage LMs, continues held-out prompts and writes "
+                    "OUT/report.html. Finished steps are skipped (markers in OUT/.done/).")
     p.add_argument("--out", default="outputs/demo", help="output folder (default outputs/demo)")
     p.add_argument("--hours", type=float, default=0.55,
                    help="target hours of speech and of piano (default 0.55: builds land within a "
@@ -21,5 +24,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run_demo(args: argparse.Namespace) -> int:
     from audiolm_jax.demo import run_demo
 
-    run_demo(out_dir=args.out, hours=args.hours, seed=args.seed, workers=args.workers)
+    from audiolm_jax.demo.runner import DemoStepError
+
+    try:
+        run_demo(out_dir=args.out, hours=args.hours, seed=args.seed, workers=args.workers)
+    except DemoStepError as e:
+        print(f"audiolm-jax demo: error: {e}", flush=True)
+        return 1
     return 0

@@ -1,12 +1,7 @@
-"""The main job on the built-in small world (`make demo`).
-
-Each step skips when its outputs already exist, so a rerun (or a run after a kill) picks up
-where it stopped.
-"""
+"""The demo's first step: the built-in small world (speech and piano corpora) and its summary."""
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 
@@ -33,21 +28,17 @@ def summary_lines(name: str, summary: dict) -> list[str]:
     return lines
 
 
-def run_demo(out_dir: str = "outputs/demo", hours: float = 0.55, seed: int = 0,
-             workers: int | None = None) -> dict:
-    """Builds the small world under `out_dir/world` and prints its summaries."""
-    from audiolm_jax.data.piano_world import build_piano_world
-    from audiolm_jax.data.speech_world import build_speech_world
+def build_world(name: str, world: Path, hours: float = 0.55, seed: int = 0,
+                workers: int | None = None) -> dict:
+    """Builds the small world's `name` ("speech" or "piano") under `world/name` (the builders
+    reuse finished files) and prints its summary; returns the summary (also in summary.json)."""
+    from audiolm_jax.data.piano_world import build_piano_world  # noqa: PLC0415
+    from audiolm_jax.data.speech_world import build_speech_world  # noqa: PLC0415
 
+    build = {"speech": build_speech_world, "piano": build_piano_world}[name]
     workers = workers or os.cpu_count() or 1
-    world = Path(out_dir) / "world"
-    results = {}
-    for name, build in (("speech", build_speech_world), ("piano", build_piano_world)):
-        start = time.time()
-        print(f"[demo] building the small world: {name} ({hours} h) -> {world / name}", flush=True)
-        summary = build(str(world / name), hours=hours, seed=seed, workers=workers, progress=True)
-        results[name] = summary
-        print(f"[demo] {name} done in {time.time() - start:.0f} s; summary in "
-              f"{world / name / 'summary.json'}", flush=True)
-        print("\n".join(summary_lines(name, summary)), flush=True)
-    return results
+    root = Path(world) / name
+    print(f"[demo] building the small world: {name} ({hours} h) -> {root}", flush=True)
+    summary = build(str(root), hours=hours, seed=seed, workers=workers, progress=True)
+    print("\n".join(summary_lines(name, summary)), flush=True)
+    return {"hours": summary["hours"], "summary": str(root / "summary.json")}
