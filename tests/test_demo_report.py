@@ -171,3 +171,22 @@ def test_report_renders_in_headless_chromium(tmp_path):
         assert audio["canPlay"] in ("maybe", "probably"), audio
         assert audio["error"] is None and audio["ready"] >= 1, audio
         assert audio["duration"] > 0.9, audio
+
+
+def test_pick_prompts_one_per_voice_then_others(tmp_path):
+    from audiolm_jax.demo.pipeline import pick_prompts
+
+    def utterance(voice, book, index, seconds):
+        path = tmp_path / voice / book / f"{voice}-{book}-{index:04d}.flac"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, np.zeros(int(seconds * RATE), np.float32), RATE)
+        return path
+
+    a0, a1 = utterance("a", "luke", 0, 7.0), utterance("a", "luke", 1, 7.0)
+    a_mark = utterance("a", "mark", 0, 6.5)
+    utterance("b", "john", 0, 2.0)                     # too short to compare a continuation with
+    b1 = utterance("b", "john", 1, 6.0)
+    assert pick_prompts(tmp_path, count=3) == [a0, b1, a_mark]
+    assert pick_prompts(tmp_path, count=4) == [a0, b1, a_mark, a1]
+    with pytest.raises(RuntimeError, match="no utterance"):
+        pick_prompts(tmp_path, count=2, min_seconds=60.0)

@@ -51,20 +51,20 @@ def _gin_str(path: Path) -> str:
 
 def pick_prompts(split_dir: Path, count: int = NUM_PROMPTS,
                  min_seconds: float = PROMPT_SECONDS + CONTINUATION_SECONDS) -> list[Path]:
-    """One utterance per held-out voice (sorted, deterministic), at least `min_seconds` long,
-    so the true continuation exists to compare with."""
+    """`count` utterances at least `min_seconds` long (so the true continuation exists to compare
+    with), sorted and deterministic: one per held-out voice first, then other books of them, then
+    any other utterance."""
     import soundfile as sf  # noqa: PLC0415
 
-    chosen, voices = [], set()
-    for path in sorted(split_dir.glob("*/*/*.flac")):
-        voice = path.parts[-3]
-        if voice in voices:
-            continue
-        if sf.info(os.fspath(path)).duration >= min_seconds:
-            chosen.append(path)
-            voices.add(voice)
-        if len(chosen) == count:
-            break
+    long_enough = [p for p in sorted(split_dir.glob("*/*/*.flac"))
+                   if sf.info(os.fspath(p)).duration >= min_seconds]
+    chosen: list[Path] = []
+    for key in (lambda p: p.parts[-3], lambda p: p.parts[-3:-1], lambda p: p):
+        seen = {key(p) for p in chosen}
+        for path in long_enough:
+            if len(chosen) < count and key(path) not in seen and path not in chosen:
+                chosen.append(path)
+                seen.add(key(path))
     if not chosen:
         raise DemoStepError(f"{split_dir}: no utterance of at least {min_seconds:g} s to prompt "
                             "with; rebuild the world (delete it and rerun `audiolm-jax demo`)")

@@ -28,6 +28,7 @@ _CURVE = re.compile(r"(^|/)(loss|[a-z_]*_loss|reconstruction|mel_distance|[a-z_]
 _MAX_PANELS = 6
 # Headline scalars per run, shown in the metrics table when logged.
 KEY_SCALARS = ("eval/q4/mel_distance", "eval/q1/mel_distance", "train/generator/reconstruction",
+               "train/model/loss",
                "train/loss", "eval/loss", "eval/accuracy", "eval/mlm_accuracy",
                "eval/contrastive_accuracy")
 
