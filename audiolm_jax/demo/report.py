@@ -158,10 +158,10 @@ def write_report(out: str | os.PathLike, *, runs: str | os.PathLike,
                 (first_step, first), (last_step, last) = scalars[tag][0], scalars[tag][-1]
                 metric_rows.append((title, tag, first_step, first, last_step, last))
 
-    parts = [f"<h1>AudioLM in JAX: the small-world demo</h1>",
+    parts = ["<h1>AudioLM in JAX: the small-world demo</h1>",
              f'<p class="note">Written {_esc(datetime.datetime.now().isoformat(timespec="seconds"))}'
              f" on {_esc(platform.node())} ({_esc(platform.machine())}, {os.cpu_count()} CPUs)"
-             + (f"; demo wall time {wall_seconds:.0f} s" if wall_seconds is not None else "")
+             + (f"; the demo's steps took {wall_seconds:.0f} s" if wall_seconds is not None else "")
              + ". Tiny models trained for minutes on CPU: they show the whole pipeline working "
                "and learning, not AudioLM's quality.</p>"]
     if samples and samples.get("samples"):
