@@ -236,6 +236,23 @@ def test_missing_gin_files_resolve_like_the_cli(tmp_path):
     assert missing_gin_files(names, tmp_path) == ["experiments/b.gin"]
 
 
+
+@pytest.mark.parametrize("path", TPU_SPECS + [GPU])
+def test_every_example_spec_names_gin_that_parses_with_its_bindings(path):
+    """The shipped specs must start a real experiment: files exist and bindings apply."""
+    import gin
+
+    from audiolm_jax import config as gin_flags
+
+    job = load_spec(path).experiment
+    assert missing_gin_files(list(job.gin_files), REPO) == []
+    gin.clear_config()
+    try:
+        gin_flags.parse_gin(list(job.gin_files), list(job.gin_bindings), finalize=False)
+        assert gin.query_parameter("train.workdir")
+    finally:
+        gin.clear_config()
+
 # ---------------------------------------------------------------- TPU commands
 
 def test_create_single_slice_command():

@@ -10,5 +10,5 @@ def get_config():
     config.name = "aj-paper-semantic-2x-v4-128"
     config.tpu.num_slices = 2
     config.experiment.gin_bindings = [
-        f"MODEL_DIR='{paper_semantic_v4_128.BUCKET}/paper/semantic 2x v4-128'"]
+        f"train.workdir='{paper_semantic_v4_128.BUCKET}/paper/semantic 2x v4-128'"]
     return config

@@ -21,6 +21,6 @@ def get_config():
     config.slurm.time = "2-00:00:00"
     config.slurm.partition = PARTITION
     config.slurm.workdir = WORKDIR
-    config.experiment.gin_files = ["experiments/speech_semantic.gin", "models/paper.gin"]
-    config.experiment.gin_bindings = ["MODEL_DIR='/shared/runs/paper/semantic gpu-2x8'"]
+    config.experiment.gin_files = ["experiments/stage_semantic_speech_paper.gin"]
+    config.experiment.gin_bindings = ["train.workdir='/shared/runs/paper/semantic gpu-2x8'"]
     return config

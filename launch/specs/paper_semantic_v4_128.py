@@ -17,6 +17,6 @@ def get_config():
     config.tpu.accelerator_type = "v4-128"
     config.source.method = "scp"
     config.source.ref = "HEAD"
-    config.experiment.gin_files = ["experiments/speech_semantic.gin", "models/paper.gin"]
-    config.experiment.gin_bindings = [f"MODEL_DIR='{BUCKET}/paper/semantic v4-128'"]
+    config.experiment.gin_files = ["experiments/stage_semantic_speech_paper.gin"]
+    config.experiment.gin_bindings = [f"train.workdir='{BUCKET}/paper/semantic v4-128'"]
     return config

@@ -22,7 +22,7 @@ def get_config():
     config.tpu.capacity = "spot"
     config.source.method = "scp"
     config.source.ref = "HEAD"
-    config.experiment.gin_files = ["experiments/small_world_semantic.gin"]
-    config.experiment.gin_bindings = [f"MODEL_DIR='{BUCKET}/small-world/semantic'"]
+    config.experiment.gin_files = ["experiments/stage_semantic_speech_small_world.gin"]
+    config.experiment.gin_bindings = [f"train.workdir='{BUCKET}/small-world/semantic'"]
     config.experiment.env = {"TF_CPP_MIN_LOG_LEVEL": "3"}
     return config
