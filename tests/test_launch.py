@@ -452,8 +452,8 @@ def test_sbatch_directives_and_environment():
     assert srun[:6] == ["srun", "--nodes=2", "--ntasks=16", "--ntasks-per-node=8",
                         "--kill-on-bad-exit=1", "--gpu-bind=none"]
     assert srun[srun.index("audiolm-jax-task") + 1:] == [
-        ".venv/bin/audiolm-jax", "train", "--gin_file=experiments/speech_semantic.gin",
-        "--gin_file=models/paper.gin", "--gin.MODEL_DIR='/shared/runs/paper/semantic gpu-2x8'"]
+        ".venv/bin/audiolm-jax", "train", "--gin_file=experiments/stage_semantic_speech_paper.gin",
+        "--gin.train.workdir='/shared/runs/paper/semantic gpu-2x8'"]
     assert slurm.submit_commands(loaded(GPU, kind="slurm")) == [
         ["mkdir", "-p", "/shared/audiolm-jax/logs"],
         ["sbatch", "outputs/launch/aj-paper-semantic-gpu-2x8.sbatch"]]
@@ -493,7 +493,7 @@ def test_sbatch_script_runs_with_fake_slurm(tmp_path, process_per, tasks):
         local = str(i % 8) if process_per == "gpu" else "0,1,2,3,4,5,6,7"
         assert first == f"{i} {tasks} gpu007:{1234 % 4096 + 61440} {local} 0 <--a 'b c'>"
         assert argv == [f"<{a}>" for a in [
-            "train", "--gin_file=experiments/speech_semantic.gin", "--gin_file=models/paper.gin",
+            "train", "--gin_file=experiments/stage_semantic_speech_paper.gin",
             *[f"--gin.{b}" for b in NASTY_BINDINGS]]]
     assert not list(tmp_path.rglob("PWNED*"))
 
