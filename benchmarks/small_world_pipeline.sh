@@ -1,0 +1,64 @@
+#!/bin/bash
+# shellcheck disable=SC2086  # option lists ($CODEC, $STAGE, ...) are split into words on purpose
+# The whole small-world speech pipeline on one machine, stage by stage, time-boxed:
+# codec + w2v-BERT training -> k-means -> codec export -> token caches -> three stage LMs ->
+# continuations + ABX -> stage-LM and generation benchmarks. MODE=cpu is a dry run of the plumbing
+# (2 steps each, tiny batches) for a 2-core machine. Run from the repository root (or a copy):
+#   MODE=gpu WORK=/tmp/p CORPUS=outputs/demo/world/speech bash benchmarks/small_world_pipeline.sh
+# Each step writes under $WORK (token caches under outputs/tokens/speech); logs in $WORK/logs.
+MODE=${MODE:-gpu}; W=${WORK:-/tmp/p}; C=${CORPUS:-outputs/demo/world/speech}
+mkdir -p $W/logs $W/results $W/gen
+log() { echo "[$(date +%T) +$(( $(date +%s) - T0 ))s] $*" | tee -a $W/logs/pipeline.log; }
+T0=$(date +%s)
+CLI="python3 -m audiolm_jax.cli"
+if [ $MODE = gpu ]; then
+  CODEC_T=330; STAGE_T=180; W2V=""; CODEC=""; STAGE=""; FIT=""; CONT="--seconds 7 --samples 2"
+  export XLA_PYTHON_CLIENT_MEM_FRACTION=0.3
+else
+  CODEC_T=600; STAGE_T=400; FIT="--max-hours 0.03"; CONT="--seconds 1 --samples 1 --dtype float32"
+  W2V="--gin.train.num_train_steps=2 --gin.OptimizerConfig.warmup_steps=1 --gin.train_crops/audio_crop_batches.batch_size=2 --gin.train_crops/audio_crop_batches.crop_seconds=1.0"
+  CODEC="--gin.train.num_train_steps=2 --gin.audio_crop_batches.batch_size=2 --gin.audio_crop_batches.crop_seconds=0.5"
+  STAGE="--gin.train.num_train_steps=2 --gin.BATCH_SIZE=2 --gin.train.eval_every=0 --gin.train.eval_data=None"
+fi
+log "start MODE=$MODE"
+timeout -s TERM $CODEC_T $CLI train --gin_file=experiments/codec_speech_small_world --gin.CORPUS="'$C'" \
+  --gin.train.workdir="'$W/codec'" --gin.train.eval_data=None --gin.train.eval_every=0 \
+  --gin.train.num_train_steps=100000 --gin.CodecObjective.discriminator_start_step=1500 $CODEC \
+  > $W/logs/codec.log 2>&1 &
+CODEC_PID=$!
+$CLI train --gin_file=experiments/w2v_bert_small_world --gin.audio_crop_batches.root="'$C'" \
+  --gin.train.workdir="'$W/w2v'" $W2V > $W/logs/w2v.log 2>&1; log "w2v rc=$?"
+$CLI semantic fit-kmeans --checkpoint $W/w2v --corpus $C --out $W/tokenizer \
+  --gin_file=experiments/w2v_bert_small_world $FIT > $W/logs/kmeans.log 2>&1; log "kmeans rc=$?"
+wait $CODEC_PID; log "codec rc=$?"
+$CLI export --checkpoint $W/codec/checkpoints --out $W/codec_export --prefix generator \
+  --exclude embed_sum cluster_size --float-dtype bfloat16 > $W/logs/export.log 2>&1; log "export rc=$?"
+for s in train heldout_voices heldout_books; do
+  $CLI tokenize --corpus $C --split $s --codec $W/codec_export --semantic $W/tokenizer \
+    --out outputs/tokens/speech/$s --shards 4 --dataset small_world_speech --batch-size 16 \
+    > $W/logs/tokenize_$s.log 2>&1 &
+done
+wait; log "tokenize done: $(tail -qn1 $W/logs/tokenize_*.log | tr '\n' ' ')"
+for st in semantic coarse fine; do
+  timeout -s TERM $STAGE_T $CLI train --gin_file=experiments/stage_${st}_speech_small_world \
+    --gin.train.workdir="'$W/stage_$st'" --gin.train.num_train_steps=100000 $STAGE \
+    > $W/logs/stage_$st.log 2>&1 &
+done
+wait; log "stages done"
+unset XLA_PYTHON_CLIENT_MEM_FRACTION; export XLA_PYTHON_CLIENT_PREALLOCATE=false
+python3 benchmarks/semantic.py --tokenizer $W/tokenizer --codec $W/codec_export --corpus $C \
+  --split heldout_voices --skip-throughput --out $W/results/semantic.json > $W/logs/abx.log 2>&1 &
+ABX_PID=$!
+for p in $(find $C/heldout_voices -name "*.flac" | sort | awk -F/ '{print $(NF-2)" "$0}' | sort -k1,1 -u | cut -d' ' -f2 | head -n 2); do
+  n=$(basename $p .flac)
+  $CLI continue --prompt $p --max-prompt-seconds 3 $CONT --out $W/gen/$n --semantic $W/stage_semantic \
+    --coarse $W/stage_coarse --fine $W/stage_fine --codec $W/codec_export --tokenizer $W/tokenizer \
+    > $W/logs/continue_$n.log 2>&1; log "continue $n rc=$?"
+done
+wait $ABX_PID; log "abx rc=$?"
+unset XLA_PYTHON_CLIENT_PREALLOCATE
+if [ $MODE = gpu ]; then
+  python3 benchmarks/train_stage.py --out $W/results/train_stage.json > $W/logs/train_stage.log 2>&1; log "train_stage rc=$?"
+  python3 benchmarks/generate.py --out $W/results/generate.json > $W/logs/generate.log 2>&1; log "generate rc=$?"
+fi
+log "DONE"; touch $W/DONE
