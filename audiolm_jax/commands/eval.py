@@ -22,6 +22,8 @@ import argparse
 import os
 import time
 
+import numpy as np
+
 EXPERIMENTS = ("speaker", "wer", "pairs", "piano", "detector", "abx", "ablation")
 
 
@@ -139,31 +141,41 @@ def _pairs(args) -> dict:
     _need(args, "semantic-run", "tokenizer",
           why=f"pairs are in {args.pairs_dir} ({counts}); scoring them needs the stage-1 model "
               "and the semantic tokenizer that feed score_pairs(loglik_fn, pairs)")
-    loglik_fn = _stage1_loglik(args)
     from audiolm_jax.eval.pairs import score_pairs
+    from audiolm_jax.eval.semantic_loglik import load_semantic_loglik
     from audiolm_jax.eval.tables import _load
 
-    out = {}
+    scorer = load_semantic_loglik(args.semantic_run, args.tokenizer)
+    loglik_fn = lambda rel: scorer(_load(os.path.join(args.pairs_dir, rel)))  # noqa: E731
+    out, all_margins = {}, []
     for kind in ("swuggy", "sblimp"):
         chosen = [it for it in items if it.kind == kind]
-        pairs = [(_load(os.path.join(args.pairs_dir, it.good_path)),
-                  _load(os.path.join(args.pairs_dir, it.bad_path))) for it in chosen]
-        scored = score_pairs(loglik_fn, pairs)
+        if args.limit is not None:
+            chosen = chosen[:args.limit]
+        print(f"audiolm-jax eval pairs: scoring {len(chosen)} {kind} pairs", flush=True)
+        scored = score_pairs(loglik_fn, [(it.good_path, it.bad_path) for it in chosen])
         scored["pair_ids"] = [f"{it.voice}/{it.pair_id}" for it in chosen]
+        margins = np.asarray(scored["margins"], np.float64)
+        scored["by_phenomenon"] = {
+            ph: _accuracy(margins[[it.phenomenon == ph for it in chosen]])
+            for ph in sorted({it.phenomenon for it in chosen})}
         out[kind] = scored
-    return out
+        all_margins.append(margins)
+    overall = _accuracy(np.concatenate(all_margins))
+    return {**out, "overall": overall, "counts": counts,
+            "semantic_run": os.path.abspath(args.semantic_run),
+            "tokenizer": os.path.abspath(args.tokenizer),
+            "scoring": "sum log p / tokens of the deduplicated semantic tokens under the stage-1 "
+                       "LM (audiolm_jax.eval.semantic_loglik); ties count 0.5; Wilson 95% CI"}
 
 
-def _stage1_loglik(args):
-    """audio -> (sum log p, count) of its deduplicated semantic tokens under the stage-1 LM."""
-    try:
-        from audiolm_jax.generate import pipeline  # noqa: F401
-    except ImportError as e:
-        raise SystemExit(f"audiolm-jax eval pairs: the stage-1 scorer needs audiolm_jax.generate "
-                         f"({e}); it is not in this checkout yet") from None
-    raise SystemExit("audiolm-jax eval pairs: scoring with a stage-1 run is not wired yet; call "
-                     "audiolm_jax.eval.pairs.score_pairs(loglik_fn, pairs) with the LM's "
-                     "log-likelihood over semantic tokens")
+def _accuracy(margins: np.ndarray) -> dict:
+    """Accuracy (ties half) with its Wilson CI, from good-minus-bad normalised margins."""
+    from audiolm_jax.eval.stats import accuracy_summary
+
+    scores = np.where(margins > 0, 1.0, np.where(margins == 0, 0.5, 0.0))
+    summary = accuracy_summary(scores)
+    return {"accuracy": summary["value"], "ci95": summary["ci95"], "n": summary["n"]}
 
 
 def _piano(args) -> dict:
