@@ -68,6 +68,18 @@ def test_round_trip_restores_values_shardings_rng_and_data_state(sharded):
     )
 
 
+def test_a_relative_directory_saves_and_restores(sharded, tmp_path, monkeypatch):
+    """Users pass relative workdirs (the demo's outputs/demo/runs/...); Orbax wants absolute."""
+    prog, state, _ = sharded
+    monkeypatch.chdir(tmp_path)
+    with Checkpointer("runs/relative/checkpoints", CheckpointConfig()) as ckpt:  # async save
+        ckpt.save(7, state, data_states=[{"position": 7}], config_text="")
+        ckpt.wait()
+    with Checkpointer(os.path.join("runs", "relative", "checkpoints")) as ckpt:
+        assert ckpt.restore(prog.abstract_state).step == 7
+    assert (tmp_path / "runs" / "relative" / "checkpoints" / "7").is_dir()
+
+
 def test_load_params_hands_a_frozen_model_to_the_next_stage(sharded):
     _, state, directory = sharded
     pure = load_params(directory)

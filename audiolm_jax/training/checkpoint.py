@@ -167,7 +167,9 @@ class Checkpointer:
         read_only: bool = False,
         items: Sequence[str] = ARRAY_ITEMS + JSON_ITEMS,
     ):
-        self.directory = os.fspath(directory)
+        directory = os.fspath(directory)
+        # Orbax refuses relative paths ("Checkpoint path should be absolute"); URLs stay as given.
+        self.directory = directory if "://" in directory else os.path.abspath(directory)
         self.config = config = config or CheckpointConfig()
         if config.best_mode not in ("min", "max"):
             raise ValueError(
