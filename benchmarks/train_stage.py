@@ -67,12 +67,13 @@ class RandomTokens:
         self.step = state["step"]
 
 
-def paper_config(tiny: bool, remat: str) -> TransformerConfig:
+def paper_config(tiny: bool, remat: str, dropout: float = 0.1) -> TransformerConfig:
     if tiny:
         return TransformerConfig(vocab_size=195, num_layers=2, num_heads=4, d_model=64, d_ff=128,
-                                 dtype="float32")
+                                 dtype="float32", dropout_rate=dropout)
     return TransformerConfig(vocab_size=13315, num_layers=12, num_heads=16, d_model=1024,
-                             d_ff=4096, dtype="bfloat16", attention="fast", remat=remat)
+                             d_ff=4096, dtype="bfloat16", attention="fast", remat=remat,
+                             dropout_rate=dropout)
 
 
 def run_one(config, length, prefix, batch, steps, mesh, peak):
@@ -102,18 +103,24 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--remat", default="none")
     p.add_argument("--mesh", default="data=-1", help="e.g. data=2 or fsdp=2 or data=1,fsdp=2")
+    p.add_argument("--dropout", type=float, default=0.1, help="the paper's 0.1; 0 shows its cost")
+    p.add_argument("--prng-impl", default=None, choices=("threefry2x32", "rbg", "unsafe_rbg"),
+                   help="jax_default_prng_impl for the dropout masks (default: JAX's threefry)")
     p.add_argument("--tiny", action="store_true", help="tiny model and short sequences (CPU smoke)")
     p.add_argument("--out", default=os.path.join(ROOT, "results", "train_stage.json"))
     args = p.parse_args()
 
+    if args.prng_impl:
+        jax.config.update("jax_default_prng_impl", args.prng_impl)
     mesh = MeshConfig(**{k: int(v) for k, v in (kv.split("=") for kv in args.mesh.split(","))})
-    config = paper_config(args.tiny, args.remat)
+    config = paper_config(args.tiny, args.remat, args.dropout)
     peak = None if jax.default_backend() == "cpu" else PEAK_BF16
     out = {"command": " ".join(["python3", "benchmarks/train_stage.py", *sys.argv[1:]]),
            "date": datetime.date.today().isoformat(), "host": platform.node(),
            "device": jax.devices()[0].device_kind, "devices": jax.device_count(),
            "jax": jax.__version__, "mesh": args.mesh, "params": param_count(config),
-           "peak_flops_per_device": peak, "remat": args.remat}
+           "peak_flops_per_device": peak, "remat": args.remat, "dropout": args.dropout,
+           "prng_impl": args.prng_impl or jax.config.jax_default_prng_impl}
     for stage in args.stages:
         length, prefix = STAGES[stage]
         if args.tiny:

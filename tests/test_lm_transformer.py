@@ -10,7 +10,7 @@ from flax import nnx
 
 from audiolm_jax.lm import (Transformer, TransformerConfig, fast_causal_attention, lm_loss,
                             logical_constraint, reference_attention, relative_position_bucket)
-from audiolm_jax.lm.attention import causal_mask
+from audiolm_jax.lm.attention import causal_mask, even_length_attention
 
 TINY = TransformerConfig(vocab_size=195, num_layers=2, num_heads=4, d_model=64, d_ff=128,
                          dropout_rate=0.1)
@@ -83,6 +83,21 @@ def test_fast_attention_matches_reference_with_gradients():
     reference_grads = grad(reference)(q, k, v, bias)
     for fast, ref in zip(fast_grads, reference_grads):
         np.testing.assert_allclose(fast, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_odd_length_padding_for_cudnn_matches_reference_with_gradients():
+    """The pad-to-even path cuDNN takes for stage 2 (2251) and 3 (1801), run here through XLA."""
+    length, heads, dim = 7, 2, 8
+    q, k, v = (jax.random.normal(jax.random.key(i), (2, length, heads, dim)) for i in range(3))
+    bias = jax.random.normal(jax.random.key(3), (1, heads, length, length))
+    positions = jnp.arange(length)
+    reference = lambda q, k, v, b: reference_attention(q, k, v, b, causal_mask(positions, positions))
+    padded = lambda q, k, v, b: even_length_attention(q, k, v, b, None)
+    np.testing.assert_allclose(jax.jit(padded)(q, k, v, bias), jax.jit(reference)(q, k, v, bias),
+                               atol=1e-5, rtol=1e-5)
+    grad = lambda f: jax.jit(jax.grad(lambda *a: jnp.sum(jnp.sin(f(*a))), argnums=(0, 1, 2, 3)))
+    for got, want in zip(grad(padded)(q, k, v, bias), grad(reference)(q, k, v, bias)):
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
 
 
 def test_fast_model_matches_reference_model():

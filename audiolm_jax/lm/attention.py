@@ -60,8 +60,8 @@ def cudnn_supported(query: jax.Array, key: jax.Array) -> bool:
     """Whether cuDNN flash attention accepts these operands (with a bias, training included).
 
     Mirrors the checks jax makes before calling cuDNN: half-precision inputs, head size a
-    multiple of 8 and at most 128 (256 on Hopper; 128 keeps the check device-independent),
-    and even lengths when a bias is given.
+    multiple of 8 and at most 128 (256 on Hopper; 128 keeps the check device-independent).
+    cuDNN also wants even lengths with a bias; `fast_causal_attention` pads odd ones.
     """
     if jax.default_backend() != "gpu":
         return False
@@ -70,7 +70,31 @@ def cudnn_supported(query: jax.Array, key: jax.Array) -> bool:
     head_dim = query.shape[-1]
     if head_dim % 8 or head_dim > 128:
         return False
-    return query.shape[1] % 2 == 0 and key.shape[1] % 2 == 0
+    return True
+
+
+def _pad_length(x: jax.Array, axes: tuple[int, ...], multiple: int) -> jax.Array:
+    widths = [(0, 0)] * x.ndim
+    for axis in axes:
+        widths[axis] = (0, -x.shape[axis] % multiple)
+    return jnp.pad(x, widths)
+
+
+def even_length_attention(query: jax.Array, key: jax.Array, value: jax.Array, bias: jax.Array,
+                          implementation: str | None) -> jax.Array:
+    """Causal `dot_product_attention` with the length padded to even by one position at the end.
+
+    cuDNN refuses odd lengths with a bias, and the paper's stage 2 (250 + 1 + 2000 = 2251) and
+    stage 3 (1801) are odd. The causal mask keeps every real query from seeing the padded key,
+    and the padded query's output is dropped, so the result equals the unpadded attention.
+    """
+    length = query.shape[1]
+    query, key, value = (_pad_length(x, (1,), 2) for x in (query, key, value))
+    bias = jnp.broadcast_to(bias, bias.shape[:2] + (length, length))
+    bias = _pad_length(bias, (2, 3), 2).astype(query.dtype)
+    out = jax.nn.dot_product_attention(query, key, value, bias=bias, is_causal=True,
+                                       implementation=implementation)
+    return out[:, :length]
 
 
 def fast_causal_attention(query: jax.Array, key: jax.Array, value: jax.Array,
@@ -78,6 +102,8 @@ def fast_causal_attention(query: jax.Array, key: jax.Array, value: jax.Array,
     """Causal attention through `jax.nn.dot_product_attention`; same contract as the reference
     with `mask = causal_mask(arange(queries), arange(keys))` (queries == keys here)."""
     implementation = "cudnn" if cudnn_supported(query, key) else None  # None: XLA
+    if implementation == "cudnn" and query.shape[1] % 2:
+        return even_length_attention(query, key, value, bias, implementation)
     return jax.nn.dot_product_attention(query, key, value, bias=bias.astype(query.dtype),
                                         is_causal=True, implementation=implementation)
 
