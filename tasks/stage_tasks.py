@@ -1,4 +1,5 @@
-"""SeqIO tasks of the three stage LMs over token caches: `{dataset}_{semantic,coarse,fine}`.
+"""SeqIO tasks of the three stage LMs over token caches: `{dataset}_{semantic,coarse,fine}`, and
+on request `{dataset}_acoustic` (the acoustic-only baseline: stage 2 without semantic tokens).
 
 Each task yields {"inputs": int32 [length], "targets": int32 [length], "loss_mask": float32
 [length], "id": string} per utterance and epoch, built by the same numpy code as the TF-free
@@ -23,7 +24,7 @@ import seqio
 import tensorflow as tf
 
 from audiolm_jax.tokens.cache import TokenCache
-from audiolm_jax.tokens.stage_data import STAGES, StageLayout, make_layout
+from audiolm_jax.tokens.stage_data import ALL_STAGES, STAGES, StageLayout, make_layout
 from tasks.audio_tasks import _POSITION, number_positions
 
 
@@ -132,7 +133,9 @@ def register_stage_tasks(dataset: str, cache_dirs: str | os.PathLike | Mapping[s
 
     cache_dirs: one cache directory (its manifest's split names the split) or {split: dir}.
     num_coarse: Q'; the fine stage is left out when Q' covers every level (piano: Q' = Q = 3).
-    crop_seconds: per-stage crops, default 30 / 10 / 3 s. A task of the same name registered
+    crop_seconds: per-stage crops, default 30 / 10 / 3 s (acoustic: 10 s).
+    stages: which to register, of ALL_STAGES (default AudioLM's three; add "acoustic" for the
+    acoustic-only baseline). A task of the same name registered
     earlier is replaced.
     """
     if isinstance(cache_dirs, (str, os.PathLike)):
@@ -141,6 +144,9 @@ def register_stage_tasks(dataset: str, cache_dirs: str | os.PathLike | Mapping[s
     vocab = source.vocabulary
     manifest = next(iter(source.caches.values())).manifest
     crop_seconds = dict(crop_seconds or {})
+    unknown = [s for s in stages if s not in ALL_STAGES]
+    if unknown:
+        raise ValueError(f"stages {unknown} are unknown; use some of {ALL_STAGES}")
     names = []
     for stage in stages:
         if stage == "fine" and num_coarse == vocab.num_quantizers:

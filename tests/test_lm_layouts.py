@@ -106,6 +106,22 @@ def test_fine_example_layout_mask_and_inverse():
     np.testing.assert_array_equal(ranges[:, 0], [VOCAB.acoustic_range(q)[0] for q in (3, 2, 3)])
 
 
+def test_acoustic_only_example_by_hand():
+    # Acoustic offset 3 + 10 = 13; level q code c -> 13 + 8q + c. Two frames, Q' = 2 of 4 levels.
+    codes = np.array([[1, 2, 7, 7], [0, 5, 7, 7]])
+    sequence, prefix = layouts.acoustic_sequence(codes, VOCAB, NUM_COARSE)
+    assert prefix == 0 and sequence.tolist() == [14, 23, 13, 26]
+    example = layouts.acoustic_example(codes, VOCAB, NUM_COARSE)
+    assert example.targets.tolist() == [14, 23, 13, 26]
+    assert example.inputs.tolist() == [BOS, 14, 23, 13]
+    assert example.loss_mask.tolist() == [1, 1, 1, 1]
+    # The coarse stage's predicted part, token for token, with no semantic prefix or SEP.
+    coarse = layouts.coarse_example(np.array([3, 3]), codes, VOCAB, NUM_COARSE)
+    np.testing.assert_array_equal(coarse.targets[coarse.loss_mask == 1], example.targets)
+    np.testing.assert_array_equal(layouts.codes_from_tokens(example.targets, VOCAB, 0, NUM_COARSE),
+                                  codes[:, :NUM_COARSE])
+
+
 def test_pad_example_and_prompt():
     example = layouts.semantic_example(np.array([1, 2, 3]), VOCAB)
     padded = layouts.pad_example(example, 6)

@@ -89,6 +89,23 @@ def test_fine_example_by_hand():
     assert ex.loss_mask.tolist() == [0, 0, 0, 0, 0, 1, 1, 1, 1]
 
 
+def test_acoustic_only_example_by_hand():
+    # The coarse example's acoustic part alone (same crop), every token predicted.
+    layout, ex = layout_example("acoustic", [1, 1], ACOUSTIC, num_coarse=1)
+    assert layout.length == 4 * 1
+    assert ex.targets.tolist() == [7, 8, 9, 7]
+    assert ex.inputs.tolist() == [BOS, 7, 8, 9]
+    assert ex.loss_mask.tolist() == [1, 1, 1, 1]
+    layout, ex = layout_example("acoustic", [1, 2, 3], ACOUSTIC[:3], num_coarse=2)
+    assert layout.length == 4 * 2   # L = 2 frames: acoustic frames 0..3, two levels each
+    assert ex.targets.tolist() == [7, 12, 8, 10, 9, 11, PAD, PAD]
+    assert ex.inputs.tolist() == [BOS, 7, 12, 8, 10, 9, PAD, PAD]
+    assert ex.loss_mask.tolist() == [1, 1, 1, 1, 1, 1, 0, 0]
+    _, coarse = layout_example("coarse", [1, 1], ACOUSTIC, num_coarse=1)
+    _, acoustic = layout_example("acoustic", [1, 1], ACOUSTIC, num_coarse=1)
+    np.testing.assert_array_equal(coarse.targets[coarse.loss_mask == 1], acoustic.targets)
+
+
 def test_paper_lengths_and_bad_stage_settings():
     assert make_layout("semantic", SPEECH).length == 750
     assert make_layout("coarse", SPEECH, num_coarse=4).length == 250 + 1 + 500 * 4
@@ -99,8 +116,12 @@ def test_paper_lengths_and_bad_stage_settings():
         make_layout("fine", piano, num_coarse=3)
     with pytest.raises(ValueError, match="num_coarse=None"):
         make_layout("coarse", SPEECH)
-    with pytest.raises(ValueError, match="stage 'acoustic' is unknown"):
+    assert make_layout("acoustic", SPEECH, num_coarse=4).length == 500 * 4
+    assert make_layout("acoustic", piano, num_coarse=3).length == 500 * 3
+    with pytest.raises(ValueError, match="num_coarse=None"):
         make_layout("acoustic", SPEECH)
+    with pytest.raises(ValueError, match="stage 'semantics' is unknown"):
+        make_layout("semantics", SPEECH)
     with pytest.raises(ValueError, match="shorter than one semantic frame"):
         make_layout("semantic", SPEECH, crop_seconds=0.01)
 
@@ -115,7 +136,8 @@ def reader(cache_dir, stage="coarse", **kw):
     return stage_batches(cache_dir=cache_dir, stage=stage, **kw)
 
 
-@pytest.mark.parametrize("stage,length", [("semantic", 10), ("coarse", 51), ("fine", 81)])
+@pytest.mark.parametrize("stage,length", [("semantic", 10), ("coarse", 51), ("fine", 81),
+                                          ("acoustic", 40)])
 def test_batches_have_fixed_shapes_and_mask_only_predicted_tokens(cache_dir, stage, length):
     vocab = TokenCache(cache_dir).vocabulary()
     batch = next(reader(cache_dir, stage))
@@ -127,9 +149,9 @@ def test_batches_have_fixed_shapes_and_mask_only_predicted_tokens(cache_dir, sta
     assert np.all(batch["loss_mask"][batch["targets"] == PAD] == 0)
     assert np.all(batch["inputs"][:, 0] == BOS)
     low = {"semantic": vocab.semantic_offset, "coarse": vocab.acoustic_range(0)[0],
-           "fine": vocab.acoustic_range(2)[0]}[stage]
+           "fine": vocab.acoustic_range(2)[0], "acoustic": vocab.acoustic_range(0)[0]}[stage]
     high = {"semantic": vocab.acoustic_offset, "coarse": vocab.acoustic_range(1)[1],
-            "fine": vocab.size}[stage]
+            "fine": vocab.size, "acoustic": vocab.acoustic_range(1)[1]}[stage]
     assert predicted.size and predicted.min() >= low and predicted.max() < high
 
 
@@ -221,6 +243,8 @@ def test_tiny_transformer_learns_a_tiny_cache_through_the_trainer(tmp_path):
     ("stage_fine_speech_small_world", "fine", 1801),
     ("stage_semantic_piano_small_world", "semantic", 750),
     ("stage_coarse_piano_small_world", "coarse", 1751),
+    ("stage_acoustic_speech_small_world", "acoustic", 2000),
+    ("stage_acoustic_piano_small_world", "acoustic", 1500),
 ])
 def test_small_world_experiments_feed_their_stage(tmp_path, experiment, stage, length):
     q, n = (3, 2 ** 14) if "piano" in experiment else (12, 1024)

@@ -12,7 +12,7 @@ from tasks import stage_tasks  # noqa: E402
 
 pytestmark = pytest.mark.needs_tf
 SEED = 5
-CROPS = {"semantic": 0.4, "coarse": 0.4, "fine": 0.2}
+CROPS = {"semantic": 0.4, "coarse": 0.4, "fine": 0.2, "acoustic": 0.4}
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,8 @@ def caches(tmp_path_factory):
                           [rule_utterance("h0", 15, rng), empty, rule_utterance("h1", 4, rng)],
                           num_shards=1, split="heldout")
     names = stage_tasks.register_stage_tasks("tiny", {"train": train, "heldout": heldout},
-                                             num_coarse=2, crop_seconds=CROPS, seed=SEED)
+                                             num_coarse=2, crop_seconds=CROPS, seed=SEED,
+                                             stages=stage_tasks.ALL_STAGES)
     return train, heldout, names
 
 
@@ -56,14 +57,15 @@ def assert_same(reader, task):
 
 
 def test_task_names_and_piano_has_no_fine_stage(caches, tmp_path):
-    assert caches[2] == ["tiny_semantic", "tiny_coarse", "tiny_fine"]
+    assert caches[2] == ["tiny_semantic", "tiny_coarse", "tiny_fine", "tiny_acoustic"]
     piano = write_cache(tmp_path, [rule_utterance("p", 9, np.random.default_rng(0), q=3)],
                         num_shards=1, q=3)
     assert stage_tasks.register_stage_tasks("tiny_piano", piano, num_coarse=3) == [
         "tiny_piano_semantic", "tiny_piano_coarse"]
 
 
-@pytest.mark.parametrize("stage,batch", [("semantic", 2), ("coarse", 3), ("fine", 4)])
+@pytest.mark.parametrize("stage,batch", [("semantic", 2), ("coarse", 3), ("fine", 4),
+                                         ("acoustic", 3)])
 def test_seqio_task_equals_tf_free_reader_for_two_epochs(caches, stage, batch):
     train, _, _ = caches
     expected = reader_batches(train, stage, batch, num_epochs=2)

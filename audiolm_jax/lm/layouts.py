@@ -18,6 +18,9 @@ Stage sequences (before the BOS shift):
     semantic  z_1 .. z_T                                     predicts all of it
     coarse    z_1 .. z_Ts  SEP  y_1^1 .. y_1^Q' y_2^1 ..     predicts the acoustic part
     fine      y^{<=Q'} flattened  SEP  y^{>Q'} flattened      predicts the fine part
+    acoustic  y_1^1 .. y_1^Q' y_2^1 ..                       predicts all of it
+The last is the paper's baseline without semantic tokens (sec. IV-C/IV-D, IV-I): the coarse
+stage's acoustic part alone, no semantic prefix and no SEP; it continues coarse tokens directly.
 Stages 1 and 2 remove consecutive repeated semantic tokens (`dedup_consecutive`).
 An example is (inputs, targets, loss_mask), each [length]: targets = sequence,
 inputs = [BOS] + sequence[:-1], loss_mask = 1 exactly where the target belongs to the
@@ -188,6 +191,16 @@ def fine_sequence(codes: np.ndarray, vocab: AudioVocabulary, num_coarse: int) ->
     return np.concatenate([prefix, target]).astype(np.int32), prefix.size
 
 
+def acoustic_sequence(codes: np.ndarray, vocab: AudioVocabulary,
+                      num_coarse: int) -> tuple[np.ndarray, int]:
+    """Acoustic-only baseline: coarse levels [0, num_coarse) flattened, prefix length 0.
+
+    codes: [frames, Q] (all levels; only the coarse ones are used). The tokens are exactly the
+    predicted part of `coarse_sequence`, so both models share ids and the fine stage.
+    """
+    return _acoustic_tokens(codes, vocab, 0, num_coarse).astype(np.int32), 0
+
+
 def semantic_example(semantic_ids, vocab: AudioVocabulary, *, dedup: bool = True) -> StageExample:
     """Stage-1 training example from semantic ids [frames]."""
     return _example(*semantic_sequence(semantic_ids, vocab, dedup=dedup))
@@ -202,6 +215,11 @@ def coarse_example(semantic_ids, codes, vocab: AudioVocabulary, num_coarse: int,
 def fine_example(codes, vocab: AudioVocabulary, num_coarse: int) -> StageExample:
     """Stage-3 training example; loss only on the fine acoustic tokens."""
     return _example(*fine_sequence(codes, vocab, num_coarse))
+
+
+def acoustic_example(codes, vocab: AudioVocabulary, num_coarse: int) -> StageExample:
+    """Acoustic-only training example; loss on every (coarse acoustic) token."""
+    return _example(*acoustic_sequence(codes, vocab, num_coarse))
 
 
 def pad_example(example: StageExample, length: int) -> StageExample:

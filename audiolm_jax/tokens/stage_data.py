@@ -1,10 +1,11 @@
 """Stage-LM training batches over a token cache (TensorFlow-free), with exact resume.
 
-Per utterance and epoch: a random time crop (stage 1: 30 s, stage 2: 10 s, stage 3: 3 s by
-default), placed by `audiolm_jax.data.crops.crop_rng(seed, epoch, utterance id)` so the SeqIO
-tasks (`tasks/stage_tasks.py`) crop exactly alike; then the layouts of `audiolm_jax.lm.layouts`
-(semantic / coarse / fine example, consecutive repeats of semantic tokens removed for stages 1
-and 2) padded to one fixed length per stage.
+Per utterance and epoch: a random time crop (stage 1: 30 s, stage 2: 10 s, stage 3: 3 s, the
+acoustic-only baseline 10 s like stage 2, by default), placed by
+`audiolm_jax.data.crops.crop_rng(seed, epoch, utterance id)` so the SeqIO tasks
+(`tasks/stage_tasks.py`) crop exactly alike; then the layouts of `audiolm_jax.lm.layouts`
+(semantic / coarse / fine / acoustic example, consecutive repeats of semantic tokens removed for
+stages 1 and 2) padded to one fixed length per stage.
 
 Alignment by time: a crop starts on a semantic frame (40 ms at 25 Hz), so semantic frames
 [s, s + L) and acoustic frames [r*s, r*(s + L)) (r = 50 Hz / 25 Hz = 2) cover the same audio.
@@ -15,6 +16,8 @@ with L = round(crop_seconds * 25), Q' = num_coarse and Q quantizers:
     semantic  L                             (30 s: 750)
     coarse    L + 1 + r*L*Q'                (10 s, Q'=4: 250 + 1 + 2000 = 2251)
     fine      r*L*Q' + 1 + r*L*(Q - Q')     (3 s, Q=12, Q'=4: 600 + 1 + 1200 = 1801)
+    acoustic  r*L*Q'                        (10 s, Q'=4: 2000; the baseline without semantic
+                                             tokens: stage 2's acoustic part alone)
 
 Packing several short utterances into one row is not offered: the Transformer has no segment
 mask, so attention would cross utterances.
@@ -39,8 +42,10 @@ from audiolm_jax.lm import layouts
 from audiolm_jax.lm.layouts import AudioVocabulary, StageExample
 from audiolm_jax.tokens.cache import ACOUSTIC_FRAME_RATE, SEMANTIC_FRAME_RATE, TokenCache
 
-STAGES = ("semantic", "coarse", "fine")
-DEFAULT_CROP_SECONDS = {"semantic": 30.0, "coarse": 10.0, "fine": 3.0}
+STAGES = ("semantic", "coarse", "fine")          # AudioLM's three stages
+BASELINE_STAGES = ("acoustic",)                  # the acoustic-only baseline (no semantic tokens)
+ALL_STAGES = STAGES + BASELINE_STAGES
+DEFAULT_CROP_SECONDS = {"semantic": 30.0, "coarse": 10.0, "fine": 3.0, "acoustic": 10.0}
 # Keys of `get_state()` that describe the stream, not the position in it.
 _STREAM_KEYS = ("stage", "crop_seconds", "num_coarse", "seed", "shuffle", "shard_index",
                 "shard_count", "num_utterances", "cache")
@@ -52,13 +57,13 @@ class StageLayout:
     stage: str
     vocab: AudioVocabulary
     crop_seconds: float
-    num_coarse: int | None = None     # Q'; stages 2 and 3 only
+    num_coarse: int | None = None     # Q'; every stage but the semantic one
     frame_ratio: int = 2              # acoustic frames per semantic frame (50 Hz / 25 Hz)
     semantic_rate: float = SEMANTIC_FRAME_RATE
 
     def __post_init__(self):
-        if self.stage not in STAGES:
-            raise ValueError(f"stage {self.stage!r} is unknown; use one of {STAGES}")
+        if self.stage not in ALL_STAGES:
+            raise ValueError(f"stage {self.stage!r} is unknown; use one of {ALL_STAGES}")
         if self.crop_frames < 1:
             raise ValueError(f"crop_seconds={self.crop_seconds} is shorter than one semantic frame "
                              f"({1 / self.semantic_rate:.3f} s); use a longer crop")
@@ -87,6 +92,8 @@ class StageLayout:
             return frames
         if self.stage == "coarse":
             return frames + 1 + acoustic * self.num_coarse
+        if self.stage == "acoustic":
+            return acoustic * self.num_coarse
         return acoustic * self.vocab.num_quantizers + 1
 
     @property
@@ -110,6 +117,8 @@ class StageLayout:
             example = layouts.semantic_example(semantic, self.vocab)
         elif self.stage == "coarse":
             example = layouts.coarse_example(semantic, acoustic, self.vocab, self.num_coarse)
+        elif self.stage == "acoustic":
+            example = layouts.acoustic_example(acoustic, self.vocab, self.num_coarse)
         else:
             example = layouts.fine_example(acoustic, self.vocab, self.num_coarse)
         return layouts.pad_example(example, self.length)
@@ -133,8 +142,8 @@ def make_layout(stage: str, vocab: AudioVocabulary, crop_seconds: float | None =
                 num_coarse: int | None = None, manifest: Mapping[str, Any] | None = None
                 ) -> StageLayout:
     """A StageLayout with the stage's default crop; frame rates from a cache manifest if given."""
-    if stage not in STAGES:
-        raise ValueError(f"stage {stage!r} is unknown; use one of {STAGES}")
+    if stage not in ALL_STAGES:
+        raise ValueError(f"stage {stage!r} is unknown; use one of {ALL_STAGES}")
     semantic_rate, acoustic_rate = SEMANTIC_FRAME_RATE, ACOUSTIC_FRAME_RATE
     if manifest is not None:
         semantic_rate = float(manifest["semantic"].get("frame_rate", semantic_rate))
@@ -277,8 +286,9 @@ def stage_batches(cache_dir: str = gin.REQUIRED, stage: str = gin.REQUIRED,
                   pack: bool = False, model_vocab_size: int | None = None) -> StageBatches:
     """Stage batches over the token cache at `cache_dir`: `train.train_data = @stage_batches`.
 
-    stage: "semantic", "coarse" or "fine". crop_seconds: None takes 30 / 10 / 3 s.
-    num_coarse: Q' for the coarse and fine stages (speech 4; piano: all levels, no fine stage).
+    stage: "semantic", "coarse", "fine", or "acoustic" (the acoustic-only baseline: stage 2
+    without its semantic prefix). crop_seconds: None takes 30 / 10 / 3 / 10 s.
+    num_coarse: Q' for the coarse, fine and acoustic stages (speech 4; piano: all levels, no fine stage).
     batch_size: the per-host batch (the global batch is batch_size * shard_count).
     pack: not supported (the Transformer has no segment mask; attention would cross utterances).
     model_vocab_size: the model's `vocab_size`; when given, a cache whose vocabulary is larger is
@@ -307,6 +317,6 @@ def stage_length(cache_dir: str | os.PathLike, stage: str, crop_seconds: float |
     return make_layout(stage, cache.vocabulary(), crop_seconds, num_coarse, cache.manifest).length
 
 
-__all__ = ["STAGES", "DEFAULT_CROP_SECONDS", "StageLayout", "StageBatches", "aligned_crop",
+__all__ = ["STAGES", "BASELINE_STAGES", "ALL_STAGES", "DEFAULT_CROP_SECONDS", "StageLayout", "StageBatches", "aligned_crop",
            "covered_frames", "make_layout", "cache_fingerprint", "epoch_order", "stage_batches",
            "stage_length"]
