@@ -145,3 +145,77 @@ def test_cli_continue_writes_wavs_png_and_tokens(parts, tmp_path, capsys):
     sf.write(silent, np.zeros(32000), 16000)
     rc = cli.main(["continue", "--prompt", str(silent), "--out", str(tmp_path / "o2"), *models_args])
     assert rc == 1 and "silent.wav" in capsys.readouterr().err
+
+
+def test_acoustic_only_continuation_keeps_the_prompt_and_accounts_frames(parts, monkeypatch):
+    """The baseline without semantic tokens: prompt codes -> acoustic-only model -> stage 3."""
+    from audiolm_jax.generate import stages
+    from audiolm_jax.lm.layouts import BOS, SEP
+
+    codec, tokenizer, models, _ = parts
+    prompts_seen = []
+    real_sample = stages.sample
+
+    def recording_sample(model, prompts, *a, **kw):
+        prompts_seen.append([np.asarray(p) for p in prompts])
+        return real_sample(model, prompts, *a, **kw)
+
+    monkeypatch.setattr(stages, "sample", recording_sample)
+    base = AudioLM(None, models[1], models[2], codec, tokenizer, num_coarse=2, acoustic_only=True)
+    prompt = _speechy(1.05)          # cut to 1.04 s, as AudioLM's continuation cuts it
+    out = base.continuation([prompt, _speechy(1.2, 1)], 0.5, num_samples=2, seed=0)
+    assert out.prompt_frames == 52 and out.codes.shape == (4, 52 + 25, 4)
+    assert out.wavs.shape == (4, 77 * 320) and out.prompt_samples == 52 * 320
+    assert out.seconds and "semantic" not in out.seconds and "fine" in out.seconds
+    prompt_codes = np.asarray(codec.encode(prompt[None, :52 * 320], 4))[0]
+    np.testing.assert_array_equal(out.codes[0, :52], prompt_codes)
+    np.testing.assert_array_equal(out.codes[1, :52], prompt_codes)
+    assert [s.size for s in out.semantic] == [0] * 4
+    assert out.codes.min() >= 0 and out.codes.max() < 32
+    # The acoustic-only model saw BOS + the prompt's coarse tokens: no semantic ids, no SEP.
+    first = prompts_seen[0][0]
+    assert first[0] == BOS and first.size == 1 + 52 * 2 and SEP not in first[1:]
+    expected = np.asarray(prompt_codes[:, :2]) + VOCAB.acoustic_offset + np.array([0, 32])
+    np.testing.assert_array_equal(first[1:], expected.reshape(-1))
+    # 0.5 s = 25 frames of 20 ms; the samples differ from AudioLM's only by the missing stage 1.
+    assert base.rates.acoustic_frames(0.5) == 25 and base.rates.seconds(25) == 0.5
+    free = base.unconditional(0.4, num_samples=2, seed=1)
+    assert free.codes.shape == (2, 20, 4) and free.prompt_frames == 0
+    with pytest.raises(ValueError, match="no semantic tokens"):
+        base.acoustic([np.array([3, 4])])
+    with pytest.raises(ValueError, match="acoustic-only model needs no semantic model"):
+        AudioLM(models[0], models[1], models[2], codec, tokenizer, num_coarse=2,
+                acoustic_only=True)
+    with pytest.raises(ValueError, match="acoustic_only=False"):
+        AudioLM(None, models[1], models[2], codec, tokenizer, num_coarse=2)
+
+
+def test_cli_continue_acoustic_only(parts, tmp_path, capsys):
+    codec, tokenizer, models, codec_gin = parts
+    acoustic = _export(models[1], tmp_path / "acoustic", LM_GIN + "stage_batches.stage = "
+                       "'acoustic'\nstage_batches.num_coarse = 2\n")
+    fine = _export(models[2], tmp_path / "fine", LM_GIN + "stage_batches.stage = 'fine'\n")
+    codec_dir = _export(codec, tmp_path / "codec", open(codec_gin).read())
+    tokenizer.save(tmp_path / "tokenizer")
+    common = ["--fine", fine, "--codec", codec_dir, "--tokenizer", str(tmp_path / "tokenizer")]
+    prompt = tmp_path / "prompt.wav"
+    sf.write(prompt, _speechy(1.0), 16000)
+    out = tmp_path / "out"
+    rc = cli.main(["continue", "--prompt", str(prompt), "--seconds", "0.5", "--out", str(out),
+                   "--acoustic-only", acoustic, "--no-spectrogram", *common])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert sf.info(out / "sample_000.wav").frames == (50 + 25) * 320
+    record = json.loads((out / "tokens.json").read_text())
+    assert record["prompt_frames"] == 50 and record["models"]["acoustic_only"] == acoustic
+    assert record["rows"][0]["semantic"] == []
+    # The baseline's run in AudioLM's place, or both at once, are refused with a message.
+    rc = cli.main(["continue", "--prompt", str(prompt), "--out", str(tmp_path / "o2"),
+                   "--semantic", acoustic, "--coarse", acoustic, *common])
+    assert rc == 1 and "trained as the 'acoustic' stage" in capsys.readouterr().err
+    rc = cli.main(["continue", "--prompt", str(prompt), "--out", str(tmp_path / "o3"),
+                   "--acoustic-only", acoustic, "--coarse", acoustic, *common])
+    assert rc == 1 and "replaces --semantic and --coarse" in capsys.readouterr().err
+    rc = cli.main(["resynthesize", "--input", str(prompt), "--out", str(tmp_path / "o4"),
+                   "--acoustic-only", acoustic, *common])
+    assert rc == 1 and "acoustic-only" in capsys.readouterr().err

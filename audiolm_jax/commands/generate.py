@@ -6,7 +6,10 @@
 
 MODELS: --semantic RUN --coarse RUN [--fine RUN] --codec RUN --tokenizer DIR (stage runs and the
 codec are trainer workdirs or exports; without --fine the coarse stage must cover every level:
-the piano two-stage mode). Writes DIR/sample_XXX.wav, DIR/spectrogram.png (prompt boundary
+the piano two-stage mode). `continue` and `generate` also take --acoustic-only RUN in place of
+--semantic and --coarse: the paper's baseline without semantic tokens (a run of
+experiments/stage_acoustic_*), which continues the prompt's coarse codes; --fine, --codec and
+--tokenizer (its K fixes the token ids) as for AudioLM. Writes DIR/sample_XXX.wav, DIR/spectrogram.png (prompt boundary
 marked) and DIR/tokens.json. Bad prompts (too short, silent, unreadable) exit with status 1 and
 a message naming the file; stereo or other-rate prompts are converted with a note.
 """
@@ -19,8 +22,11 @@ import sys
 
 def _add_models(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("models")
-    g.add_argument("--semantic", required=True, help="stage-1 run (trainer workdir or export)")
-    g.add_argument("--coarse", required=True, help="stage-2 run (trainer workdir or export)")
+    g.add_argument("--semantic", default=None, help="stage-1 run (trainer workdir or export)")
+    g.add_argument("--coarse", default=None, help="stage-2 run (trainer workdir or export)")
+    g.add_argument("--acoustic-only", default=None, metavar="RUN",
+                   help="instead of --semantic/--coarse: the acoustic-only baseline's run "
+                        "(experiments/stage_acoustic_*), continue and generate only")
     g.add_argument("--fine", default=None,
                    help="stage-3 run; omit for the two-stage mode (coarse covers all levels)")
     g.add_argument("--codec", required=True, help="codec run or export (load_codec)")
@@ -88,6 +94,19 @@ def _config(args: argparse.Namespace):
                             semantic_tokens_per_second=args.semantic_rate)
 
 
+def _check_models(args: argparse.Namespace) -> None:
+    if args.acoustic_only:
+        if args.semantic or args.coarse:
+            raise ValueError("--acoustic-only replaces --semantic and --coarse (the baseline has "
+                             "no semantic stage); pass either the AudioLM stages or it")
+        if args.mode == "resynthesize":
+            raise ValueError("resynthesize keeps a file's semantic tokens, which the acoustic-only "
+                             "model does not take; use --semantic and --coarse")
+    elif not (args.semantic and args.coarse):
+        raise ValueError("give --semantic RUN and --coarse RUN (AudioLM), or --acoustic-only RUN "
+                         "(the baseline without semantic tokens)")
+
+
 def _run(args: argparse.Namespace) -> int:
     from audiolm_jax.generate.outputs import write_generation  # noqa: PLC0415
     from audiolm_jax.generate.pipeline import load_audiolm  # noqa: PLC0415
@@ -101,6 +120,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.samples < 1:
             raise ValueError(f"--samples={args.samples}: give at least 1")
         config = _config(args)
+        _check_models(args)
         prompt = None
         if args.mode in ("continue", "resynthesize"):
             source = args.prompt if args.mode == "continue" else args.input
@@ -108,8 +128,9 @@ def _run(args: argparse.Namespace) -> int:
                                  max_seconds=args.max_prompt_seconds)
             for note in prompt.notes:
                 print(f"{command}: note: {source}: {note}", file=sys.stderr)
-        lm = load_audiolm(args.semantic, args.coarse, args.fine, args.codec, args.tokenizer,
-                          num_coarse=args.num_coarse, config=config, dtype=args.dtype)
+        lm = load_audiolm(args.semantic, args.acoustic_only or args.coarse, args.fine, args.codec,
+                          args.tokenizer, num_coarse=args.num_coarse, config=config,
+                          dtype=args.dtype, acoustic_only=bool(args.acoustic_only))
         if args.mode == "continue":
             out = lm.continuation([prompt.wav], args.seconds, num_samples=args.samples,
                                   seed=args.seed)
@@ -121,7 +142,8 @@ def _run(args: argparse.Namespace) -> int:
         info = {"mode": args.mode, "seed": args.seed, "temperatures": args.temperatures,
                 "top_k": args.top_k, "top_p": args.top_p,
                 "prompt": None if prompt is None else prompt.source,
-                "models": {"semantic": args.semantic, "coarse": args.coarse, "fine": args.fine,
+                "models": {"semantic": args.semantic, "coarse": args.coarse,
+                           "acoustic_only": args.acoustic_only, "fine": args.fine,
                            "codec": args.codec, "tokenizer": args.tokenizer,
                            "num_coarse": lm.num_coarse}}
         paths = write_generation(args.out, out, info=info, spectrogram=not args.no_spectrogram)

@@ -5,6 +5,10 @@
     unconditional  stage 1 from BOS -> stage 2 -> stage 3 -> decode
     acoustic       given semantic ids (of a file, say) -> stage 2 -> stage 3 -> decode
     two-stage      no fine model: the coarse stage covers all Q levels (the paper's piano setup)
+    acoustic-only  the paper's baseline without semantic tokens (sec. IV-C/IV-D, IV-I): prompt
+                   wav -> its coarse codes -> the acoustic-only model continues them (no stage 1)
+                   -> stage 3 -> decode; `AudioLM(None, acoustic_model, ..., acoustic_only=True)`
+                   or `load_audiolm(None, acoustic_run, ..., acoustic_only=True)`
 
 Durations: stage 1 needs a number of *deduplicated* semantic tokens for the requested seconds;
 it is measured on the prompt (tokens per second after deduplication) or taken from
@@ -79,11 +83,14 @@ class AudioLM:
     num_coarse: Q', the levels stage 2 predicts (4 for speech; Q in the two-stage mode, which
     has no fine model). The vocabulary is (K of the tokenizer, Q and N of the codec) and every
     stage model must have been trained with it.
+    acoustic_only: the baseline without semantic tokens: no semantic model (pass None) and
+    `coarse_model` trained on the "acoustic" stage layout; `continuation` and `unconditional`
+    then skip stage 1 and the semantic tokenizer (which still fixes K, so the ids agree).
     """
 
-    def __init__(self, semantic_model: Transformer, coarse_model: Transformer,
+    def __init__(self, semantic_model: Transformer | None, coarse_model: Transformer,
                  fine_model: Transformer | None, codec, tokenizer, *, num_coarse: int,
-                 config: GenerationConfig = GenerationConfig()):
+                 config: GenerationConfig = GenerationConfig(), acoustic_only: bool = False):
         self.vocab = AudioVocabulary(tokenizer.num_clusters, codec.num_quantizers,
                                      codec.codebook_size)
         for name, model in (("semantic", semantic_model), ("coarse", coarse_model),
@@ -103,6 +110,10 @@ class AudioLM:
                              f"Q={codec.num_quantizers} levels (two-stage mode), but "
                              f"num_coarse={num_coarse}; pass the fine stage's run or a coarse "
                              "stage trained on every level")
+        if (semantic_model is None) != acoustic_only:
+            raise ValueError("the acoustic-only model needs no semantic model and AudioLM needs "
+                             f"one; got acoustic_only={acoustic_only} with semantic model "
+                             f"{'absent' if semantic_model is None else 'given'}")
         if fine_model is not None and num_coarse == codec.num_quantizers:
             raise ValueError(f"num_coarse={num_coarse} = Q leaves no levels to the fine model; "
                              "drop the fine model (two-stage mode) or lower num_coarse")
@@ -110,6 +121,7 @@ class AudioLM:
                                                                    fine_model)
         self.codec, self.tokenizer = codec, tokenizer
         self.num_coarse, self.config = num_coarse, config
+        self.acoustic_only = acoustic_only
         self.rates = TokenRates(int(codec.sample_rate),
                                 float(tokenizer.num_frames(int(codec.sample_rate))),
                                 float(codec.config.frame_rate))
@@ -127,9 +139,10 @@ class AudioLM:
         codes = encode_batch(self.codec, wavs, sample_rate=self.rates.sample_rate)
         return semantic, codes
 
-    def _acoustic(self, semantic: list[np.ndarray], known: np.ndarray, total_frames: int,
+    def _acoustic(self, semantic: list[np.ndarray] | None, known: np.ndarray, total_frames: int,
                   rng: jax.Array, num_samples: int, seconds: dict) -> np.ndarray:
-        """Stages 2 and 3 after `known` [rows, F0, Q] frames -> codes [rows*S, total, Q]."""
+        """Stages 2 and 3 after `known` [rows, F0, Q] frames -> codes [rows*S, total, Q]
+        (semantic None: the acoustic-only model in place of stage 2)."""
         config, start = self.config, time.perf_counter()
         coarse = generate_coarse(
             self.coarse_model, self.vocab, semantic, known, total_frames, self.num_coarse,
@@ -183,6 +196,8 @@ class AudioLM:
             raise ValueError(f"seconds={seconds}: give a positive duration to generate")
         timing, rng = {}, jax.random.key(seed)
         wavs, notes = self._prompt_batch(prompts)
+        if self.acoustic_only:
+            return self._acoustic_only_continuation(wavs, seconds, num_samples, rng, timing, notes)
         start = time.perf_counter()
         semantic_ids, codes = self.tokenize(wavs)
         timing["tokenize"] = time.perf_counter() - start
@@ -205,11 +220,31 @@ class AudioLM:
                                timing)
         return self._finish(codes, semantic, prompt_frames, num_samples, timing, notes)
 
+    def _acoustic_only_continuation(self, wavs: np.ndarray, seconds: float, num_samples: int,
+                                    rng: jax.Array, timing: dict, notes) -> Generation:
+        """The baseline: the prompt's codes, continued by the acoustic-only model, stage 3."""
+        start = time.perf_counter()
+        codes = encode_batch(self.codec, wavs, sample_rate=self.rates.sample_rate)
+        timing["tokenize"] = time.perf_counter() - start
+        # Prompts are whole semantic frames long, as in AudioLM's continuation: same boundary.
+        prompt_frames = min(codes.shape[1], wavs.shape[1] // self.rates.samples_per_frame)
+        codes = codes[:, :prompt_frames]
+        total = prompt_frames + self.rates.acoustic_frames(seconds)
+        codes = self._acoustic(None, codes, total, rng, num_samples, timing)
+        empty = [np.zeros(0, np.int32)] * codes.shape[0]
+        return self._finish(codes, empty, prompt_frames, num_samples, timing, notes)
+
     def unconditional(self, seconds: float, *, num_samples: int = 1, seed: int = 0) -> Generation:
         """`num_samples` clips of `seconds` from nothing."""
         if seconds <= 0:
             raise ValueError(f"seconds={seconds}: give a positive duration to generate")
         timing, rng = {}, jax.random.key(seed)
+        if self.acoustic_only:
+            known = np.zeros((1, 0, self.vocab.num_quantizers), np.int32)
+            codes = self._acoustic(None, known, self.rates.acoustic_frames(seconds), rng,
+                                   num_samples, timing)
+            return self._finish(codes, [np.zeros(0, np.int32)] * num_samples, 0, num_samples,
+                                timing)
         rate = self.config.semantic_tokens_per_second or self.config.unconditional_semantic_rate
         start = time.perf_counter()
         semantic = generate_semantic(
@@ -228,6 +263,9 @@ class AudioLM:
                  seed: int = 0) -> Generation:
         """Acoustic generation from given semantic ids ([frames] at 25 Hz, not deduplicated):
         stages 2 and 3 make audio of the same duration (2 acoustic frames per id)."""
+        if self.acoustic_only:
+            raise ValueError("acoustic generation from semantic tokens needs AudioLM's coarse "
+                             "stage; the acoustic-only model takes no semantic tokens")
         rows = [np.asarray(s, np.int32).reshape(-1) for s in semantic_ids]
         if not rows or min(r.size for r in rows) == 0:
             raise ValueError("acoustic generation needs at least one semantic id per row")
@@ -256,10 +294,10 @@ class AudioLM:
         return out
 
 
-def load_audiolm(semantic_run: str | os.PathLike, coarse_run: str | os.PathLike,
+def load_audiolm(semantic_run: str | os.PathLike | None, coarse_run: str | os.PathLike,
                  fine_run: str | os.PathLike | None, codec, tokenizer, *,
                  num_coarse: int | None = None, config: GenerationConfig | None = None,
-                 dtype: str | None = None) -> AudioLM:
+                 dtype: str | None = None, acoustic_only: bool = False) -> AudioLM:
     """AudioLM from stage runs (trainer workdirs or exports) and a codec and tokenizer (loaded
     objects, or paths: a codec run/export for `load_codec`, a directory written by
     `SemanticTokenizer.save`).
@@ -267,6 +305,9 @@ def load_audiolm(semantic_run: str | os.PathLike, coarse_run: str | os.PathLike,
     num_coarse: None reads `stage_batches.num_coarse` from the coarse run's gin config, else
     takes Q without a fine run (two-stage) and 4 (the paper) with one. Window sizes default to
     the runs' `stage_batches.crop_seconds` when bound. dtype: compute dtype override.
+    acoustic_only: the baseline without semantic tokens: `semantic_run` None and `coarse_run`
+    the run of the "acoustic" stage (experiments/stage_acoustic_*); its window is its crop.
+    A run whose config names its stage (`stage_batches.stage`) must be the one it is passed as.
     """
     from audiolm_jax.codec.frozen import load_codec  # noqa: PLC0415
     from audiolm_jax.generate.loading import load_stage_model, stage_data_hints  # noqa: PLC0415
@@ -276,8 +317,21 @@ def load_audiolm(semantic_run: str | os.PathLike, coarse_run: str | os.PathLike,
         codec = load_codec(codec, compute_dtype=dtype)
     if isinstance(tokenizer, (str, os.PathLike)):
         tokenizer = SemanticTokenizer.load(tokenizer)
+    if acoustic_only and semantic_run is not None:
+        raise ValueError("the acoustic-only model runs without a semantic stage; pass no "
+                         "semantic run")
+    if not acoustic_only and semantic_run is None:
+        raise ValueError("AudioLM needs the semantic stage's run (or ask for acoustic_only)")
     hints = {name: stage_data_hints(run) for name, run in
              (("semantic", semantic_run), ("coarse", coarse_run), ("fine", fine_run)) if run}
+    expected = {"semantic": "semantic", "coarse": "acoustic" if acoustic_only else "coarse",
+                "fine": "fine"}
+    for name, run in (("semantic", semantic_run), ("coarse", coarse_run), ("fine", fine_run)):
+        trained = hints.get(name, {}).get("stage")
+        if trained is not None and trained != expected[name]:
+            role = "acoustic-only" if expected[name] == "acoustic" else name
+            raise ValueError(f"{run} was trained as the {trained!r} stage but is passed as the "
+                             f"{role} model (stage {expected[name]!r}); pass each run in its place")
     if num_coarse is None:
         num_coarse = hints["coarse"].get("num_coarse") or (
             codec.num_quantizers if fine_run is None else 4)
@@ -290,4 +344,5 @@ def load_audiolm(semantic_run: str | os.PathLike, coarse_run: str | os.PathLike,
     models = [None if run is None else load_stage_model(run, dtype=dtype, what=name)
               for name, run in (("semantic", semantic_run), ("coarse", coarse_run),
                                 ("fine", fine_run))]
-    return AudioLM(*models, codec, tokenizer, num_coarse=int(num_coarse), config=config)
+    return AudioLM(*models, codec, tokenizer, num_coarse=int(num_coarse), config=config,
+                   acoustic_only=acoustic_only)

@@ -3,6 +3,8 @@
     stage 1  semantic ids (deduplicated) -> more semantic ids           generate_semantic
     stage 2  semantic ids + known coarse frames -> coarse codes          generate_coarse
     stage 3  coarse codes -> fine codes, on non-overlapping chunks       generate_fine
+    baseline known coarse frames -> coarse codes, no semantic tokens     generate_coarse(None, ...)
+             (the acoustic-only model: stage 2's layout without its semantic prefix and SEP)
 
 Sequences follow `audiolm_jax.lm.layouts` exactly as in training (BOS, semantic tokens, SEP,
 row-major acoustic tokens with per-level offsets), and every generated position is restricted to
@@ -62,14 +64,15 @@ def generate_semantic(model: Transformer, vocab: AudioVocabulary, prompts: Seque
     return rows if calls else _repeat_rows(rows, num_samples)
 
 
-def generate_coarse(model: Transformer, vocab: AudioVocabulary, semantic: Sequence[np.ndarray],
-                    known: np.ndarray, total_frames: int, num_coarse: int, *, rng: jax.Array,
+def generate_coarse(model: Transformer, vocab: AudioVocabulary,
+                    semantic: Sequence[np.ndarray] | None, known: np.ndarray, total_frames: int, num_coarse: int, *, rng: jax.Array,
                     config: SamplingConfig, window_frames: int,
                     num_samples: int = 1) -> np.ndarray:
     """Stage 2: coarse codes of `total_frames` frames per row.
 
     Args:
-      semantic: per row, the (deduplicated) semantic ids of the whole duration.
+      semantic: per row, the (deduplicated) semantic ids of the whole duration; None for the
+        acoustic-only model (`layouts.acoustic_sequence`: no semantic prefix, no SEP).
       known: int [rows, known_frames, >= num_coarse] codes already known (the prompt's); 0
         frames for unconditional or acoustic generation.
       window_frames: the most acoustic frames the model saw (crop seconds x 50).
@@ -77,7 +80,9 @@ def generate_coarse(model: Transformer, vocab: AudioVocabulary, semantic: Sequen
       int32 [rows * num_samples, total_frames, num_coarse] (prompt-major).
     """
     frames = np.asarray(known, np.int32)[:, :, :num_coarse]
-    rows = [np.asarray(s, np.int32).reshape(-1) for s in semantic]
+    acoustic_only = semantic is None
+    rows = ([np.zeros(0, np.int32)] * frames.shape[0] if acoustic_only
+            else [np.asarray(s, np.int32).reshape(-1) for s in semantic])
     if frames.shape[0] != len(rows):
         raise ValueError(f"generate_coarse: {len(rows)} semantic rows but {frames.shape[0]} rows of "
                          "known codes; give one of each per prompt")
@@ -86,11 +91,14 @@ def generate_coarse(model: Transformer, vocab: AudioVocabulary, semantic: Sequen
     for index, call in enumerate(sliding_windows(frames.shape[1], total_frames, window_frames)):
         prompts = []
         for row, codes in zip(rows, frames):
-            a, b = semantic_span(row.size, total_frames, call.start, call.stop)
             acoustic = flatten_acoustic(codes[call.start:call.known], vocab.codebook_size, 0,
                                         num_coarse) if call.known > call.start else np.zeros(0)
-            prompts.append(prompt_tokens(np.concatenate([
-                row[a:b] + low_sem, [SEP], acoustic + vocab.acoustic_offset])))
+            acoustic = acoustic + vocab.acoustic_offset
+            if acoustic_only:
+                prompts.append(prompt_tokens(acoustic))
+                continue
+            a, b = semantic_span(row.size, total_frames, call.start, call.stop)
+            prompts.append(prompt_tokens(np.concatenate([row[a:b] + low_sem, [SEP], acoustic])))
         count = (call.stop - call.known) * num_coarse
         tokens = sample(model, prompts, count, rng=jax.random.fold_in(rng, index), config=config,
                         allowed=acoustic_target_ranges(vocab, 0, num_coarse, count),
