@@ -1,0 +1,120 @@
+"""The generated audio the evaluation tables score, written as `audiolm-jax eval` matches it.
+
+From held-out-voice prompts (eval-role utterances of `heldout_voices`, `speaker_data`), under
+`out`:
+
+    continuation/<id>-s<k>.wav         AudioLM: the first `prompt_seconds` of <id>, then `seconds`
+                                       generated (Table III continuation row, detector, ablation)
+    acoustic_only/<id>-s<k>.wav        the same prompts continued by the acoustic-only baseline
+                                       (ablation; `eval piano --acoustic-only` for piano)
+    reconstruction/<id>.wav            <id> through the codec (Table II/III reconstruction row;
+                                       the detector's "originals": codec artifacts are no cue)
+    acoustic_generation/<id>-s0.wav    stages 2-3 from <id>'s semantic tokens (Table II/III)
+
+File stems start with the source utterance's id, so `eval/tables.py` finds the speaker and the
+transcript; continuations of one prompt by the two systems share a name (`eval piano` pairs them
+so). Sources are cut to `max_seconds`. Batches: the continuations of all prompts in one call per
+system (prompts cut to one duration), reconstructions in one zero-padded batch; acoustic
+generation per utterance (its own duration).
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+
+from audiolm_jax.data.corpus import CorpusIndex, Example
+
+KIND_DIRS = ("continuation", "acoustic_only", "reconstruction", "acoustic_generation")
+
+
+def choose_prompts(index: CorpusIndex, count: int, min_seconds: float,
+                   max_seconds: float = 10.0) -> list[Example]:
+    """`count` eval-role held-out-voice utterances of [min_seconds, max_seconds], taken round-robin
+    over the voices (sorted ids within each), so every held-out voice is prompted."""
+    from audiolm_jax.eval.speaker_data import eval_prompts  # noqa: PLC0415
+
+    pool = eval_prompts(index, min_seconds=min_seconds, max_seconds=max_seconds)
+    by_voice: dict[str, list[Example]] = {}
+    for e in pool:
+        by_voice.setdefault(e.speaker, []).append(e)
+    chosen: list[Example] = []
+    queues = [list(v) for _, v in sorted(by_voice.items())]
+    while len(chosen) < count and any(queues):
+        for queue in queues:
+            if queue and len(chosen) < count:
+                chosen.append(queue.pop(0))
+    if not chosen:
+        raise ValueError(f"{index.root}: no eval-role held-out-voice utterance lasts "
+                         f"{min_seconds:g}-{max_seconds:g} s; use a corpus with heldout_voices")
+    return chosen
+
+
+def write_eval_audio(out: str, examples: Sequence[Example], *, audiolm=None, acoustic_only=None,
+                     codec=None, prompt_seconds: float = 3.0, seconds: float = 7.0,
+                     max_seconds: float = 10.0, num_samples: int = 1, seed: int = 0,
+                     acoustic_generation: bool = True,
+                     progress: Callable[[str], None] = print) -> dict:
+    """Writes the directories above for `examples` (those whose system is given: `audiolm`, an
+    `AudioLM`; `acoustic_only`, one with acoustic_only=True; `codec` for reconstructions,
+    default audiolm's). Returns {kind: {"dir", "files", "seconds"}} plus the prompt ids."""
+    from audiolm_jax.audio import load_audio, save_audio  # noqa: PLC0415
+    from audiolm_jax.codec.api import decode_batch, encode_batch  # noqa: PLC0415
+
+    codec = codec if codec is not None else getattr(audiolm or acoustic_only, "codec", None)
+    if codec is None:
+        raise ValueError("write_eval_audio needs a system or a codec")
+    rate = int(codec.sample_rate)
+    sources = {e.id: load_audio(e.path, sample_rate=rate)[:int(max_seconds * rate)]
+               for e in examples}
+    prompt_len = int(round(prompt_seconds * rate))
+    short = [i for i, wav in sources.items() if wav.size < prompt_len]
+    if short:
+        raise ValueError(f"utterances {short} are shorter than the {prompt_seconds:g} s prompt; "
+                         "choose longer ones (choose_prompts(min_seconds=...))")
+    summary: dict = {"prompts": [e.id for e in examples], "prompt_seconds": prompt_seconds,
+                     "continuation_seconds": seconds}
+
+    def record(kind: str, files: list[str], start: float, **extra) -> None:
+        summary[kind] = {"dir": os.path.join(out, kind), "files": len(files),
+                         "seconds": round(time.perf_counter() - start, 2), **extra}
+        progress(f"eval audio: {kind}: {len(files)} files in {summary[kind]['seconds']} s")
+
+    prompts = [sources[e.id][:prompt_len] for e in examples]
+    for kind, system in (("continuation", audiolm), ("acoustic_only", acoustic_only)):
+        if system is None:
+            continue
+        start = time.perf_counter()
+        generation = system.continuation(prompts, seconds, num_samples=num_samples, seed=seed)
+        files = []
+        for row, wav in enumerate(generation.wavs):
+            e, k = examples[row // num_samples], row % num_samples
+            files.append(os.path.join(out, kind, f"{e.id}-s{k}.wav"))
+            save_audio(files[-1], wav, sample_rate=rate)
+        record(kind, files, start, prompt_seconds_kept=generation.prompt_samples / rate,
+               stage_seconds={k: round(float(v), 2) for k, v in generation.seconds.items()})
+
+    start = time.perf_counter()
+    files = []
+    longest = max(wav.size for wav in sources.values())    # one batch, zero-padded, then cut
+    batch = np.stack([np.pad(sources[e.id], (0, longest - sources[e.id].size)) for e in examples])
+    decoded = decode_batch(codec, encode_batch(codec, batch, sample_rate=rate))
+    for e, wav in zip(examples, decoded):
+        files.append(os.path.join(out, "reconstruction", f"{e.id}.wav"))
+        save_audio(files[-1], wav[:sources[e.id].size], sample_rate=rate)
+    record("reconstruction", files, start)
+
+    if acoustic_generation and audiolm is not None:
+        start = time.perf_counter()
+        files = []
+        for i, e in enumerate(examples):
+            generation = audiolm.resynthesize([sources[e.id]], seed=seed + i)
+            files.append(os.path.join(out, "acoustic_generation", f"{e.id}-s0.wav"))
+            save_audio(files[-1], generation.wavs[0], sample_rate=rate)
+        record("acoustic_generation", files, start)
+    return summary
+
+
+__all__ = ["KIND_DIRS", "choose_prompts", "write_eval_audio"]

@@ -1,0 +1,58 @@
+"""Generated audio for the evaluation tables (eval/eval_audio.py) with tiny random models."""
+import numpy as np
+import soundfile as sf
+
+from audiolm_jax.data.corpus import CorpusIndex, Example
+from audiolm_jax.eval.eval_audio import choose_prompts, write_eval_audio
+from audiolm_jax.eval.tables import generated_files
+from audiolm_jax.generate.pipeline import AudioLM
+from test_generate_pipeline import _speechy, parts  # noqa: F401  (the tiny models' fixture)
+
+
+def _corpus(tmp_path, seconds):
+    """Held-out voices a and b, three utterances each (eval role: the odd ones, 1 per voice)."""
+    examples = []
+    for v, speaker in enumerate(("voice_a", "voice_b")):
+        for i, s in enumerate(seconds):
+            path = tmp_path / "heldout_voices" / speaker / "book" / f"{speaker}-book-{i:04d}.flac"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, _speechy(s, seed=10 * v + i), 16000)
+            examples.append(Example(path.stem, str(path), "heldout_voices", speaker, "book",
+                                    "some words"))
+    return CorpusIndex(root=str(tmp_path), layout="libri_light", examples=tuple(examples))
+
+
+def test_prompts_round_robin_over_voices_from_the_eval_role(tmp_path):
+    index = _corpus(tmp_path, (1.0, 1.3, 0.6, 1.25))
+    chosen = choose_prompts(index, 3, min_seconds=1.1)
+    # Eval role = odd utterances per voice (0001, 0003); voice a, voice b, then voice a again.
+    assert [e.id for e in chosen] == ["voice_a-book-0001", "voice_b-book-0001",
+                                      "voice_a-book-0003"]
+
+
+def test_eval_audio_names_durations_and_prompts(parts, tmp_path):  # noqa: F811
+    codec, tokenizer, models, _ = parts
+    index = _corpus(tmp_path / "corpus", (1.0, 1.3))
+    examples = choose_prompts(index, 2, min_seconds=1.1)
+    lm = AudioLM(*models, codec, tokenizer, num_coarse=2)
+    base = AudioLM(None, models[1], models[2], codec, tokenizer, num_coarse=2, acoustic_only=True)
+    out = tmp_path / "audio"
+    summary = write_eval_audio(str(out), examples, audiolm=lm, acoustic_only=base,
+                               prompt_seconds=0.64, seconds=0.2, max_seconds=1.2,
+                               progress=lambda m: None)
+    assert summary["prompts"] == ["voice_a-book-0001", "voice_b-book-0001"]
+    for kind, suffix, samples in (("continuation", "-s0", (32 + 10) * 320),
+                                  ("acoustic_only", "-s0", (32 + 10) * 320),
+                                  ("reconstruction", "", 1.2 * 16000),
+                                  ("acoustic_generation", "-s0", 1.2 * 16000)):
+        names = sorted(p.name for p in (out / kind).iterdir())
+        assert names == [f"{e.id}{suffix}.wav" for e in examples], kind
+        assert summary[kind]["files"] == 2
+        assert sf.info(out / kind / names[0]).frames == int(samples), kind
+        matched, unmatched = generated_files(str(out / kind), index)
+        assert not unmatched and [e.id for _, e in matched] == [e.id for e in examples]
+    # The prompt is kept: the continuation starts with the prompt's codec resynthesis.
+    assert summary["continuation"]["prompt_seconds_kept"] == 0.64
+    a = sf.read(out / "continuation" / "voice_a-book-0001-s0.wav")[0]
+    b = sf.read(out / "acoustic_only" / "voice_a-book-0001-s0.wav")[0]
+    np.testing.assert_allclose(a[:int(0.5 * 16000)], b[:int(0.5 * 16000)], atol=2e-4)
