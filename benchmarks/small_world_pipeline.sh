@@ -1,9 +1,15 @@
 #!/bin/bash
 # shellcheck disable=SC2086  # option lists ($CODEC, $STAGE, ...) are split into words on purpose
 # The whole small-world speech pipeline on one machine, stage by stage, time-boxed:
-# codec + w2v-BERT training -> k-means -> codec export -> token caches -> three stage LMs ->
-# continuations + ABX -> stage-LM and generation benchmarks. MODE=cpu is a dry run of the plumbing
-# (2 steps each, tiny batches) for a 2-core machine. Run from the repository root (or a copy):
+# codec + w2v-BERT training -> k-means -> codec export -> token caches -> three stage LMs, the
+# acoustic-only baseline and the speaker classifier (in parallel, one time box) -> continuations +
+# ABX -> the evaluation chain on generated audio (benchmarks/eval_audio.py: AudioLM and
+# acoustic-only continuations of held-out-voice prompts, reconstructions, acoustic generations;
+# then `audiolm-jax eval speaker|wer|pairs|detector|ablation`, JSON under $WORK/results) ->
+# stage-LM and generation benchmarks. Steps whose tools the machine lacks (pocketsphinx for WER,
+# flite/festival to synthesize the pairs) are skipped with the reason in the log. MODE=cpu is a
+# dry run of the plumbing (2 steps each, tiny batches) for a 2-core machine. Run from the
+# repository root (or a copy):
 #   MODE=gpu WORK=/tmp/p CORPUS=outputs/demo/world/speech bash benchmarks/small_world_pipeline.sh
 # Each step writes under $WORK (token caches under outputs/tokens/speech); logs in $WORK/logs.
 MODE=${MODE:-gpu}; W=${WORK:-/tmp/p}; C=${CORPUS:-outputs/demo/world/speech}
@@ -13,13 +19,19 @@ T0=$(date +%s)
 CLI="python3 -m audiolm_jax.cli"
 if [ $MODE = gpu ]; then
   CODEC_T=330; STAGE_T=180; W2V=""; CODEC=""; STAGE=""; FIT=""; CONT="--seconds 7 --samples 2"
+  SPK=""; DET="--steps 300"; WER="--limit 40"; PAIRS_N="--pairs-lexical 25 --pairs-syntactic 5"
+  EVAL_AUDIO="--prompts 8 --prompt-seconds 3 --seconds 7"
   export XLA_PYTHON_CLIENT_MEM_FRACTION=0.3
 else
   CODEC_T=600; STAGE_T=400; FIT="--max-hours 0.03"; CONT="--seconds 1 --samples 1 --dtype float32"
   W2V="--gin.train.num_train_steps=2 --gin.OptimizerConfig.warmup_steps=1 --gin.train_crops/audio_crop_batches.batch_size=2 --gin.train_crops/audio_crop_batches.crop_seconds=1.0"
   CODEC="--gin.train.num_train_steps=2 --gin.audio_crop_batches.batch_size=2 --gin.audio_crop_batches.crop_seconds=0.5"
   STAGE="--gin.train.num_train_steps=2 --gin.BATCH_SIZE=2 --gin.train.eval_every=0 --gin.train.eval_data=None"
+  SPK="--gin.train.num_train_steps=2 --gin.speaker_crop_batches.batch_size=2 --gin.train.eval_every=0 --gin.train.eval_data=None"
+  DET="--steps 2"; WER="--limit 3"; PAIRS_N="--pairs-lexical 3 --pairs-syntactic 1 --limit 4"
+  EVAL_AUDIO="--prompts 4 --prompt-seconds 3 --seconds 1 --max-seconds 4.5 --dtype float32"
 fi
+PAIRS=${PAIRS:-$W/pairs}
 log "start MODE=$MODE"
 timeout -s TERM $CODEC_T $CLI train --gin_file=experiments/codec_speech_small_world --gin.CORPUS="'$C'" \
   --gin.train.workdir="'$W/codec'" --gin.train.eval_data=None --gin.train.eval_every=0 \
@@ -39,12 +51,18 @@ for s in train heldout_voices heldout_books; do
     > $W/logs/tokenize_$s.log 2>&1 &
 done
 wait; log "tokenize done: $(tail -qn1 $W/logs/tokenize_*.log | tr '\n' ' ')"
-for st in semantic coarse fine; do
+# The three stages, the acoustic-only baseline and the speaker classifier share the GPU and one
+# time box (memory: 4 x 0.2 + 0.1).
+[ $MODE = gpu ] && export XLA_PYTHON_CLIENT_MEM_FRACTION=0.2
+for st in semantic coarse fine acoustic; do
   timeout -s TERM $STAGE_T $CLI train --gin_file=experiments/stage_${st}_speech_small_world \
     --gin.train.workdir="'$W/stage_$st'" --gin.train.num_train_steps=100000 $STAGE \
     > $W/logs/stage_$st.log 2>&1 &
 done
-wait; log "stages done"
+[ $MODE = gpu ] && export XLA_PYTHON_CLIENT_MEM_FRACTION=0.1
+timeout -s TERM $STAGE_T $CLI train --gin_file=experiments/speaker_small_world --gin.CORPUS="'$C'" \
+  --gin.train.workdir="'$W/speaker'" $SPK > $W/logs/speaker.log 2>&1 &
+wait; log "stages + acoustic-only + speaker classifier done"
 unset XLA_PYTHON_CLIENT_MEM_FRACTION; export XLA_PYTHON_CLIENT_PREALLOCATE=false
 python3 benchmarks/semantic.py --tokenizer $W/tokenizer --codec $W/codec_export --corpus $C \
   --split heldout_voices --skip-throughput --out $W/results/semantic.json > $W/logs/abx.log 2>&1 &
@@ -55,7 +73,37 @@ for p in $(find $C/heldout_voices -name "*.flac" | sort | awk -F/ '{print $(NF-2
     --coarse $W/stage_coarse --fine $W/stage_fine --codec $W/codec_export --tokenizer $W/tokenizer \
     > $W/logs/continue_$n.log 2>&1; log "continue $n rc=$?"
 done
+# The evaluation chain on generated audio (results/*.json small; the audio stays in $W/eval_audio).
+E=$W/eval_audio
+python3 benchmarks/eval_audio.py --corpus $C --out $E --json $W/results/eval_audio.json \
+  --semantic $W/stage_semantic --coarse $W/stage_coarse --fine $W/stage_fine \
+  --acoustic-only $W/stage_acoustic --codec $W/codec_export --tokenizer $W/tokenizer $EVAL_AUDIO \
+  > $W/logs/eval_audio.log 2>&1; log "eval_audio rc=$?"
 wait $ABX_PID; log "abx rc=$?"
+ev() {  # ev NAME ARGS...: audiolm-jax eval NAME ..., result in $W/results/eval_NAME.json
+  local name=$1; shift
+  $CLI eval $name --corpus $C --out $W/results/eval_$name.json "$@" > $W/logs/eval_$name.log 2>&1
+  log "eval $name rc=$? ($(tail -n1 $W/logs/eval_$name.log))"
+}
+ev speaker --classifier $W/speaker --reconstruction $E/reconstruction \
+  --acoustic-generation $E/acoustic_generation --continuation $E/continuation
+ev ablation --classifier $W/speaker --continuation $E/continuation --acoustic-only $E/acoustic_only
+mkdir -p $W/detector
+ev detector --originals $E/reconstruction --continuation $E/continuation --workdir $W/detector \
+  --heldout-fraction 0.5 $DET
+if python3 -c "import pocketsphinx" 2> /dev/null; then
+  ev wer --reconstruction $E/reconstruction --acoustic-generation $E/acoustic_generation $WER
+else
+  log "eval wer skipped: pocketsphinx is not importable here (pip install pocketsphinx)"
+fi
+if [ -f $PAIRS/pairs.json ]; then BUILD=""
+elif command -v flite > /dev/null && command -v text2wave > /dev/null; then BUILD="--build"
+else BUILD=none; fi
+if [ "$BUILD" = none ]; then
+  log "eval pairs skipped: no $PAIRS/pairs.json and no flite/festival to synthesize them (build elsewhere: audiolm-jax eval pairs --build --pairs-dir DIR, then PAIRS=DIR)"
+else
+  ev pairs --pairs-dir $PAIRS $BUILD $PAIRS_N --semantic-run $W/stage_semantic --tokenizer $W/tokenizer
+fi
 unset XLA_PYTHON_CLIENT_PREALLOCATE
 if [ $MODE = gpu ]; then
   python3 benchmarks/train_stage.py --out $W/results/train_stage.json > $W/logs/train_stage.log 2>&1; log "train_stage rc=$?"

@@ -163,3 +163,18 @@ def test_eval_command_names_the_missing_inputs(tmp_path):
     with pytest.raises(SystemExit, match="does not exist"):
         main(["eval", "speaker", "--classifier", str(tmp_path / "nope")])
     assert not (tmp_path / "x.json").exists()
+
+
+def test_eval_detector_refuses_a_heldout_part_without_both_classes(tmp_path):
+    import soundfile as sf
+
+    from audiolm_jax.cli import main
+    for folder, name in (("orig", "u-0001.wav"), ("gen", "u-0001-s0.wav")):
+        (tmp_path / folder).mkdir()
+        sf.write(tmp_path / folder / name, np.zeros(16000, np.float32), 16000)
+    (tmp_path / "det").mkdir()
+    with pytest.raises(SystemExit, match="not both classes"):
+        main(["eval", "detector", "--originals", str(tmp_path / "orig"), "--continuation",
+              str(tmp_path / "gen"), "--workdir", str(tmp_path / "det"), "--heldout-fraction", "0",
+              "--out", str(tmp_path / "x.json")])
+    assert not list((tmp_path / "det").iterdir()) and not (tmp_path / "x.json").exists()

@@ -57,6 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--originals", default=None, help="detector: originals through the codec")
     p.add_argument("--workdir", default=None, help="detector: where to train it")
     p.add_argument("--steps", type=int, default=2000, help="detector: training steps")
+    p.add_argument("--heldout-fraction", type=float, default=0.2,
+                   help="detector: share of prompts (with their originals) held out to judge it; "
+                        "raise it for a handful of prompts so both parts get some")
     p.add_argument("--max-items", type=int, default=None, help="abx: cap on items")
     p.set_defaults(func=_run)
 
@@ -194,11 +197,18 @@ def _detector(args) -> dict:
     _need(args, "originals", "continuation", "workdir",
           why="originals passed through the codec and AudioLM continuations (with their 3 s "
               "prompts), and a run directory to train the detector in")
+    files = detector_files(args.originals, args.continuation, "eval", args.heldout_fraction,
+                           seed=args.seed)
+    if len({f.label for f in files}) < 2:
+        raise SystemExit(f"audiolm-jax eval detector: the held-out part (fraction "
+                         f"{args.heldout_fraction}) has {len(files)} files, not both classes; "
+                         "give more prompts or a larger --heldout-fraction")
     train_detector(args.originals, args.continuation, args.workdir, steps=args.steps,
+                   heldout_fraction=args.heldout_fraction,
                    skip_seconds=args.skip_seconds, seed=args.seed)
     model = load_classifier(args.workdir)
-    files = detector_files(args.originals, args.continuation, "eval", seed=args.seed)
-    return {"detector": evaluate_detector(model, files, args.skip_seconds)}
+    return {"detector": {**evaluate_detector(model, files, args.skip_seconds),
+                         "heldout_fraction": args.heldout_fraction, "steps": args.steps}}
 
 
 def _abx(args) -> dict:
