@@ -62,7 +62,7 @@ def eval_metrics(model: W2vBert, batch: Batch, key: jax.Array) -> Metrics:
         valid = valid_frames(batch["audio_length"], frames, cfg)
     mask_key, noise_key, distractor_key = jax.random.split(key, 3)
     mask = span_mask(mask_key, (wav.shape[0], frames), cfg.mask_prob, cfg.mask_span, valid)
-    z = model.encode(wav)
+    z = model.encode(wav, valid)
     targets = model.quantizer(z)  # no key: argmax codes of the unmasked features
     # The masked input of training (masked frames replaced by random vectors), then the
     # deterministic forward pass over it; its own quantiser output is unused.

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from audiolm_jax.semantic import draws
-from audiolm_jax.semantic.conformer import dense, partitioned
+from audiolm_jax.semantic.conformer import partitioned
 
 
 class Quantized(NamedTuple):
@@ -31,6 +31,10 @@ def gumbel_temperature(step, start: float = 2.0, end: float = 0.5, decay: float 
     return jnp.maximum(start * jnp.power(decay, jnp.asarray(step, jnp.float32)), end)
 
 
+def _unit_normal(key: jax.Array, shape, dtype=jnp.float32) -> jnp.ndarray:
+    return draws.normal(key, shape, dtype)
+
+
 class GumbelQuantizer(nnx.Module):
     """Product quantiser with `groups` codebooks of `entries` codewords."""
 
@@ -40,7 +44,16 @@ class GumbelQuantizer(nnx.Module):
             raise ValueError(f"GumbelQuantizer: codevector_dim={codevector_dim} is not divisible by "
                              f"groups={groups}; pick a multiple of groups")
         self.groups, self.entries = groups, entries
-        self.to_logits = dense(in_dim, groups * entries, ("embed", "vocab"), rngs=rngs, dtype=dtype)
+        # Logit weights ~ N(0, 1) (fairseq's GumbelVectorQuantizer.weight_proj), not lecun's
+        # N(0, 1 / in_dim): on LayerNormed features the logits then spread by ~sqrt(in_dim), so
+        # from the first step the codes are a deterministic function of the features that the
+        # Gumbel noise only perturbs. With logits of std ~1 the noise (std 1.28) decides the
+        # sampled code, the contrastive targets are random, and the diversity loss flattens the
+        # softmax for good (the small-world run's code_perplexity 318/320, accuracy ~chance).
+        self.to_logits = nnx.Linear(
+            in_dim, groups * entries, dtype=dtype, param_dtype=jnp.float32,
+            kernel_init=partitioned(_unit_normal, ("embed", "vocab")),
+            bias_init=partitioned(nnx.initializers.zeros_init(), ("vocab",)), rngs=rngs)
         init = partitioned(nnx.initializers.uniform(1.0), (None, "vocab", None))
         self.codebook = nnx.Param(init(rngs.params(), (groups, entries, codevector_dim // groups),
                                        jnp.float32))

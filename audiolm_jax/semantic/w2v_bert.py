@@ -62,6 +62,12 @@ class W2vBertConfig:
     num_mlm_layers: int = 12
     subsample_channels: int = 128
     n_mels: int = 80
+    # Per-utterance mean and variance normalisation of each log-mel bin over the valid frames
+    # (`normalize_log_mel`), before the feature encoder. Raw log-mels sit around -8 (floor -11.5)
+    # with a spread of ~3: every frame then points the same way, a random-init encoder's features
+    # have cosine ~0.94 between any two frames and its quantiser uses ~2 codes, which the
+    # pretraining never recovers from (see quantizer.py).
+    normalize_log_mel: bool = True
     codebook_groups: int = 1
     codebook_entries: int = 1024
     codevector_dim: int = 1024
@@ -103,6 +109,19 @@ def num_frames(num_samples: int, config: W2vBertConfig | None = None) -> int:
     """25 Hz frames for `num_samples` at 16 kHz: samples // 640."""
     hop = (config.log_mel if config else LogMelConfig()).hop_length
     return (num_samples // hop) // SUBSAMPLING
+
+
+def normalize_utterance(mel: jnp.ndarray, mel_valid: jnp.ndarray | None = None,
+                        eps: float = 1e-5) -> jnp.ndarray:
+    """Each bin of mel [batch, mel_frames, n_mels] minus its mean over the utterance's valid
+    frames (bool [batch, mel_frames], None: all), divided by its std there (padding is zeroed)."""
+    mel = mel.astype(jnp.float32)
+    w = (jnp.ones(mel.shape[:2], jnp.float32) if mel_valid is None
+         else mel_valid.astype(jnp.float32))[..., None]
+    count = jnp.maximum(w.sum(1, keepdims=True), 1.0)
+    mean = (mel * w).sum(1, keepdims=True) / count
+    var = (jnp.square(mel - mean) * w).sum(1, keepdims=True) / count
+    return (mel - mean) * jax.lax.rsqrt(var + eps) * w
 
 
 def valid_frames(lengths: jnp.ndarray, frames: int, config: W2vBertConfig | None = None) -> jnp.ndarray:
@@ -174,9 +193,19 @@ class W2vBert(nnx.Module):
     def num_frames(self, num_samples: int) -> int:
         return num_frames(num_samples, self.config)
 
-    def encode(self, wav: jnp.ndarray) -> jnp.ndarray:
-        """wav [batch, samples] -> unmasked features z float32 [batch, samples // 640, embed]."""
-        return self.feature_encoder(log_mel(wav, self.config.log_mel))
+    def encode(self, wav: jnp.ndarray, valid: jnp.ndarray | None = None) -> jnp.ndarray:
+        """wav [batch, samples] -> unmasked features z float32 [batch, samples // 640, embed].
+
+        valid: bool [batch, samples // 640] (see `valid_frames`): the frames whose log-mels set
+        the per-utterance normalisation (config.normalize_log_mel); None: all frames.
+        """
+        mel = log_mel(wav, self.config.log_mel)
+        if self.config.normalize_log_mel:
+            frames = mel.shape[1] // SUBSAMPLING
+            mel = mel[:, :frames * SUBSAMPLING]
+            mel_valid = None if valid is None else jnp.repeat(valid, SUBSAMPLING, axis=1)
+            mel = normalize_utterance(mel, mel_valid)
+        return self.feature_encoder(mel)
 
     def _contrastive(self, z, valid, keys):
         x = self.input_proj(z)
@@ -198,7 +227,7 @@ class W2vBert(nnx.Module):
           gumbel_tau: Gumbel-softmax temperature (quantizer.gumbel_temperature).
           return_layers: also return every MLM-module layer's activations.
         """
-        return self.forward_features(self.encode(wav), mask=mask, valid=valid, rng=rng,
+        return self.forward_features(self.encode(wav, valid), mask=mask, valid=valid, rng=rng,
                                      gumbel_tau=gumbel_tau, return_layers=return_layers)
 
     def forward_features(self, z: jnp.ndarray, *, mask: jnp.ndarray | None = None,
@@ -242,7 +271,7 @@ class W2vBert(nnx.Module):
         """
         if not 1 <= layer <= self.config.num_mlm_layers:
             raise ValueError(f"W2vBert: MLM layer {layer} out of range 1..{self.config.num_mlm_layers}")
-        h = self._contrastive(self.encode(wav), valid, [None] * self.config.num_contrastive_layers)
+        h = self._contrastive(self.encode(wav, valid), valid, [None] * self.config.num_contrastive_layers)
         for block in self.mlm_layers[:layer]:
             h = block(h, valid)
         return h.astype(jnp.float32)
