@@ -54,6 +54,10 @@ EXTRAS = {
     ],
 }
 EXTRAS["all"] = sorted({r for reqs in EXTRAS.values() for r in reqs})
+# Not in `all` (~700 MB installed): ahead-of-time compilation for TPU topologies on any machine
+# (`audiolm-jax compile ... topology=`, benchmarks/scaling.py --tpu-aot). The libtpu that
+# jax[tpu]==0.10.2 pins; with no TPU attached, JAX keeps using the CPU/GPU backends.
+EXTRAS["tpu-aot"] = ["libtpu==0.0.42.*"]
 
 setup(
     name="audiolm-jax",

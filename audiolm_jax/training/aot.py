@@ -92,7 +92,7 @@ def topology_devices(topology: str, platform: str = "tpu", **kwargs: Any) -> lis
     except Exception as e:  # noqa: BLE001 - backend-specific errors
         raise RuntimeError(
             f"cannot describe topology {topology!r} on platform {platform!r} ({e}); "
-            "AOT for a TPU topology needs libtpu installed (pip install 'jax[tpu]')."
+            "AOT for a TPU topology needs libtpu installed (pip install -e '.[tpu-aot]')."
         ) from e
 
 
