@@ -34,7 +34,10 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=7.0, help="continuation after the prompt")
     p.add_argument("--min-seconds", type=float, default=4.0,
                    help="shortest source utterance (the paper's 4-10 s)")
-    p.add_argument("--max-seconds", type=float, default=10.0)
+    p.add_argument("--longest-seconds", type=float, default=10.0,
+                   help="longest source utterance chosen (the paper's 4-10 s)")
+    p.add_argument("--max-seconds", type=float, default=10.0,
+                   help="sources are cut to this (reconstructions, acoustic generations)")
     p.add_argument("--no-acoustic-generation", action="store_true")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None)
     p.add_argument("--seed", type=int, default=0)
@@ -66,7 +69,7 @@ def main(argv=None) -> int:
     for note in notes:
         print(f"eval_audio: note: {note}", file=sys.stderr)
     examples = choose_prompts(scan_corpus(args.corpus, "libri_light"), args.prompts,
-                              max(args.min_seconds, args.prompt_seconds), args.max_seconds)
+                              max(args.min_seconds, args.prompt_seconds), args.longest_seconds)
     summary = write_eval_audio(args.out, examples, audiolm=audiolm, acoustic_only=baseline,
                                codec=codec, prompt_seconds=args.prompt_seconds,
                                seconds=args.seconds, max_seconds=args.max_seconds, seed=args.seed,

@@ -27,7 +27,7 @@ else
   W2V="--gin.train.num_train_steps=2 --gin.OptimizerConfig.warmup_steps=1 --gin.train_crops/audio_crop_batches.batch_size=2 --gin.train_crops/audio_crop_batches.crop_seconds=1.0"
   CODEC="--gin.train.num_train_steps=2 --gin.audio_crop_batches.batch_size=2 --gin.audio_crop_batches.crop_seconds=0.5"
   STAGE="--gin.train.num_train_steps=2 --gin.BATCH_SIZE=2 --gin.train.eval_every=0 --gin.train.eval_data=None"
-  SPK="--gin.train.num_train_steps=2 --gin.speaker_crop_batches.batch_size=2 --gin.train.eval_every=0 --gin.train.eval_data=None"
+  SPK="--gin.train.num_train_steps=2 --gin.OptimizerConfig.warmup_steps=1 --gin.speaker_crop_batches.batch_size=2 --gin.train.eval_every=0 --gin.train.eval_data=None"
   DET="--steps 2"; WER="--limit 3"; PAIRS_N="--pairs-lexical 3 --pairs-syntactic 1 --limit 4"
   EVAL_AUDIO="--prompts 4 --prompt-seconds 3 --seconds 1 --max-seconds 4.5 --dtype float32"
 fi
@@ -52,9 +52,11 @@ for s in train heldout_voices heldout_books; do
 done
 wait; log "tokenize done: $(tail -qn1 $W/logs/tokenize_*.log | tr '\n' ' ')"
 # The three stages, the acoustic-only baseline and the speaker classifier share the GPU and one
-# time box (memory: 4 x 0.2 + 0.1).
+# time box (memory: 4 x 0.2 + 0.1). On CPU (~9 GB of RAM per acoustic stage) the baseline and
+# the classifier start after the three stages.
 [ $MODE = gpu ] && export XLA_PYTHON_CLIENT_MEM_FRACTION=0.2
 for st in semantic coarse fine acoustic; do
+  [ $MODE = cpu ] && [ $st = acoustic ] && { wait; log "stages done"; }
   timeout -s TERM $STAGE_T $CLI train --gin_file=experiments/stage_${st}_speech_small_world \
     --gin.train.workdir="'$W/stage_$st'" --gin.train.num_train_steps=100000 $STAGE \
     > $W/logs/stage_$st.log 2>&1 &

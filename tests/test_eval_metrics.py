@@ -178,3 +178,21 @@ def test_eval_detector_refuses_a_heldout_part_without_both_classes(tmp_path):
               str(tmp_path / "gen"), "--workdir", str(tmp_path / "det"), "--heldout-fraction", "0",
               "--out", str(tmp_path / "x.json")])
     assert not list((tmp_path / "det").iterdir()) and not (tmp_path / "x.json").exists()
+
+
+def test_detector_trains_without_gin_and_loads_back(tmp_path):
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    for folder, suffix, scale in (("orig", "", 0.1), ("gen", "-s0", 0.5)):
+        (tmp_path / folder).mkdir()
+        for i in range(6):
+            sf.write(tmp_path / folder / f"u-{i:04d}{suffix}.wav",
+                     (scale * rng.standard_normal(32000)).astype(np.float32), 16000)
+    detector.train_detector(str(tmp_path / "orig"), str(tmp_path / "gen"), str(tmp_path / "det"),
+                            channels=(4, 8), steps=1, batch_size=8, skip_seconds=0.5,
+                            heldout_fraction=0.5)
+    model = detector.load_detector(str(tmp_path / "det"), channels=(4, 8))
+    assert tuple(model.config.labels) == detector.LABELS
+    files = detector.detector_files(str(tmp_path / "orig"), str(tmp_path / "gen"), "eval", 0.5)
+    assert detector.evaluate_detector(model, files, 0.5)["n"] >= 2

@@ -191,8 +191,8 @@ def _piano(args) -> dict:
 
 
 def _detector(args) -> dict:
-    from audiolm_jax.eval.detector import detector_files, evaluate_detector, train_detector
-    from audiolm_jax.eval.speaker_classifier import load_classifier
+    from audiolm_jax.eval.detector import (detector_files, evaluate_detector, load_detector,
+                                           train_detector)
 
     _need(args, "originals", "continuation", "workdir",
           why="originals passed through the codec and AudioLM continuations (with their 3 s "
@@ -206,7 +206,7 @@ def _detector(args) -> dict:
     train_detector(args.originals, args.continuation, args.workdir, steps=args.steps,
                    heldout_fraction=args.heldout_fraction,
                    skip_seconds=args.skip_seconds, seed=args.seed)
-    model = load_classifier(args.workdir)
+    model = load_detector(args.workdir)
     return {"detector": {**evaluate_detector(model, files, args.skip_seconds),
                          "heldout_fraction": args.heldout_fraction, "steps": args.steps}}
 

@@ -162,12 +162,30 @@ def evaluate_detector(model, files: Sequence[LabelledFile], skip_seconds: float 
     return balanced_accuracy(predicted, [f.label for f in chosen])
 
 
+DETECTOR_CHANNELS = (64, 128, 256, 256, 512, 512)
+
+
+def detector_config(channels: Sequence[int] = DETECTOR_CHANNELS):
+    """The detector's ClassifierConfig (two classes, the speaker classifier's front end)."""
+    from audiolm_jax.eval.speaker_classifier import ClassifierConfig  # noqa: PLC0415
+
+    return ClassifierConfig(labels=LABELS, channels=tuple(channels))
+
+
+def load_detector(workdir: str, channels: Sequence[int] = DETECTOR_CHANNELS):
+    """The trained detector of `train_detector(workdir=...)` (trained without gin, so its
+    config is rebuilt here rather than read from the run's operative gin config)."""
+    from audiolm_jax.eval.speaker_classifier import load_classifier  # noqa: PLC0415
+
+    return load_classifier(workdir, config=detector_config(channels))
+
+
 def train_detector(originals_dir: str, generated_dir: str, workdir: str, *,
-                   channels: Sequence[int] = (64, 128, 256, 256, 512, 512), steps: int = 2000,
+                   channels: Sequence[int] = DETECTOR_CHANNELS, steps: int = 2000,
                    batch_size: int = 32, learning_rate: float = 1e-3, skip_seconds: float = 3.0,
                    heldout_fraction: float = 0.2, seed: int = 0, compute_dtype: str = "float32"):
     """Trains the detector through the project trainer (no gin needed); returns the TrainResult."""
-    from audiolm_jax.eval.speaker_classifier import ClassifierConfig, ClassifierObjective  # noqa
+    from audiolm_jax.eval.speaker_classifier import ClassifierObjective  # noqa: PLC0415
     from audiolm_jax.training.optim import OptimizerConfig  # noqa: PLC0415
     from audiolm_jax.training.trainer import train  # noqa: PLC0415
 
@@ -175,7 +193,7 @@ def train_detector(originals_dir: str, generated_dir: str, workdir: str, *,
     if len({f.label for f in train_files}) < 2:
         raise ValueError(f"the detector's training files lack a class: {len(train_files)} files "
                          f"from {originals_dir} and {generated_dir}; give both directories files")
-    config = ClassifierConfig(labels=LABELS, channels=tuple(channels))
+    config = detector_config(channels)
     optimizer = OptimizerConfig(learning_rate=learning_rate, schedule="constant",
                                 warmup_steps=min(100, steps // 10))
     objective = ClassifierObjective(config, optimizer)

@@ -257,18 +257,21 @@ def config_from_gin(text: str, source: str = "<gin>") -> ClassifierConfig:
     return dataclass_from_gin(ClassifierConfig, [(text, source)], require_any=True)
 
 
-def load_classifier(path: str | os.PathLike, step: int | None = None) -> AudioClassifier:
+def load_classifier(path: str | os.PathLike, step: int | None = None,
+                    config: ClassifierConfig | None = None) -> AudioClassifier:
     """The trained classifier of a run (its workdir or checkpoints/ folder), in eval mode;
-    labels and widths come from the run's operative gin config."""
+    labels and widths come from the run's operative gin config, or from `config` for runs
+    trained without gin (the detector: `detector.load_detector`)."""
     from audiolm_jax.semantic.fit import checkpoint_steps  # noqa: PLC0415
     from audiolm_jax.training.checkpoint import OPERATIVE_CONFIG, load_model  # noqa: PLC0415
 
     ckpt, steps = checkpoint_steps(path)
     gin_file = Path(ckpt) / OPERATIVE_CONFIG
-    if not gin_file.is_file():
+    if config is None and not gin_file.is_file():
         raise FileNotFoundError(f"{gin_file}: missing; the classifier's labels are read from the "
                                 "operative gin config that `audiolm-jax train` writes there")
-    config = config_from_gin(gin_file.read_text(), str(gin_file))
+    if config is None:
+        config = config_from_gin(gin_file.read_text(), str(gin_file))
     if step is not None and step not in steps:
         raise FileNotFoundError(f"{ckpt}: no checkpoint for step {step}; it has steps {steps}")
     model = load_model(ckpt, lambda rngs: AudioClassifier(config, rngs=rngs), step)
