@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import inspect
 import json
 import os
 import platform
@@ -36,7 +35,7 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import jax  # noqa: E402
 
 import train_stage  # noqa: E402
-from audiolm_jax.lm.flops import flops_per_token, param_count  # noqa: E402
+from audiolm_jax.lm.flops import param_count  # noqa: E402
 from audiolm_jax.training.mesh import MeshConfig  # noqa: E402
 
 COUNTS = (1, 2, 4, 8)
@@ -82,19 +81,8 @@ def error_text(e: BaseException) -> str:
 
 def measure_one(config, length, prefix, batch, steps, mesh, devices, peak) -> dict:
     """train_stage.run_one on `devices` (the first n of the machine's)."""
-    if "devices" in inspect.signature(train_stage.run_one).parameters:
-        row = train_stage.run_one(config, length, prefix, batch, steps, MeshConfig(*mesh), peak,
-                                  devices=devices)
-    else:  # run_one predates its `devices` argument: lay the trainer's mesh over `devices`.
-        real_train = train_stage.train
-        train_stage.train = lambda *a, **kw: real_train(*a, devices=devices, **kw)
-        try:
-            row = train_stage.run_one(config, length, prefix, batch, steps, MeshConfig(*mesh),
-                                      None)
-        finally:
-            train_stage.train = real_train
-    if peak:  # MFU over the devices used, not the machine's
-        row["mfu"] = flops_per_token(config, length) * row["tokens_per_s"] / (peak * len(devices))
+    row = train_stage.run_one(config, length, prefix, batch, steps, MeshConfig(*mesh), peak,
+                              devices=devices)
     return row
 
 

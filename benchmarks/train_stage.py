@@ -76,7 +76,8 @@ def paper_config(tiny: bool, remat: str, dropout: float = 0.1) -> TransformerCon
                              dropout_rate=dropout)
 
 
-def run_one(config, length, prefix, batch, steps, mesh, peak):
+def run_one(config, length, prefix, batch, steps, mesh, peak, devices=None):
+    """One timed training run; `devices` (default: all) is where the trainer lays its mesh."""
     def data(shard_index=0, shard_count=1):
         return RandomTokens(batch, length, prefix, config.vocab_size, shard_index, shard_count)
 
@@ -86,12 +87,12 @@ def run_one(config, length, prefix, batch, steps, mesh, peak):
                        mesh_config=mesh, checkpoint=CheckpointConfig(every_steps=0, keep=1,
                                                                      async_save=False),
                        compute_dtype=config.dtype, log_every=max(1, steps // 2),
-                       axis_rules=None)
+                       axis_rules=None, devices=devices)
     tokens_per_s = batch * length / result.seconds_per_step
     row = {"batch": batch, "length": length, "seconds_per_step": result.seconds_per_step,
            "tokens_per_s": tokens_per_s, "loss": result.metrics.get("model/loss")}
     if peak:
-        row["mfu"] = flops_per_token(config, length) * tokens_per_s / (peak * jax.device_count())
+        row["mfu"] = flops_per_token(config, length) * tokens_per_s / (peak * (len(devices) if devices else jax.device_count()))
     return row
 
 

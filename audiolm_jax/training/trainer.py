@@ -244,7 +244,7 @@ def train(
                 tokens=cost.tokens,
                 audio_seconds=cost.audio_seconds,
                 flops=flops,
-                num_devices=jax.device_count(),
+                num_devices=mesh.devices.size,
                 peak_flops=peak_flops or peak_flops_per_device(),
             )
             # The jitted function, not an AOT `Compiled`: its C++ dispatch path is much cheaper per call.

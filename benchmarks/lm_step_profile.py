@@ -1,0 +1,223 @@
+"""Where a paper-size stage-LM training step spends its time (issue #7: what limits MFU).
+
+Times one jitted AdamW training step (loss, gradients, update; parameters f32, compute bf16,
+buffers donated) of the paper-size Transformer at a stage's shape under ablations that each
+remove one cost, and profiles the baseline on the GPU, summing kernel time by category:
+
+  baseline      the model as trained (dropout 0.1 with JAX's default PRNG, learned T5 bias)
+  rbg           dropout masks from the "rbg" PRNG instead of threefry
+  no_dropout    dropout 0 (the cost of all dropout masks)
+  frozen_bias   the relative bias outside the gradient (the cost of the bias gradient)
+  no_bias       attention without any bias (the cost of the bias inside the attention kernel)
+  batch_<n>     the baseline at another batch size
+
+The ablations are measurements, not training options: `frozen_bias` and `no_bias` patch the
+model for the timing only. MFU uses the PaLM-style count of `audiolm_jax.lm.flops` against the
+989 TFLOP/s dense bf16 datasheet peak; XLA's own FLOP count of the compiled step is reported too.
+
+    python3 benchmarks/lm_step_profile.py --stage stage2 --out results/lm_step_profile.json
+    python3 benchmarks/lm_step_profile.py --tiny --variants baseline no_dropout   # CPU smoke
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import datetime
+import glob
+import gzip
+import json
+import os
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from audiolm_jax.lm import attention as attention_module  # noqa: E402
+from audiolm_jax.lm import relative_bias as bias_module  # noqa: E402
+from audiolm_jax.lm.flops import flops_per_token  # noqa: E402
+from audiolm_jax.lm.loss import lm_loss  # noqa: E402
+from audiolm_jax.lm.transformer import Transformer  # noqa: E402
+from train_stage import PEAK_BF16, STAGES, paper_config  # noqa: E402
+
+VARIANTS = ("baseline", "rbg", "no_dropout", "frozen_bias", "no_bias")
+# Kernel-name patterns -> category, first match wins (cuDNN/cuBLAS/XLA kernel names).
+CATEGORIES = (("attention (cuDNN fmha)", ("fmha", "flash", "cudnn")),
+              ("matmul (cuBLAS/cutlass)", ("gemm", "cutlass", "cublas", "sm90_xmma", "nvjet")),
+              ("random bits", ("threefry", "rng", "philox", "random")),
+              ("reduction", ("reduce",)),
+              ("scatter/gather", ("scatter", "gather")),
+              ("copy/transpose", ("copy", "transpose", "memcpy", "memset")),
+              ("fusion (elementwise)", ("fusion", "loop", "input")))
+
+
+@contextlib.contextmanager
+def patched(variant: str):
+    """Apply a timing-only ablation of the model for the duration of the block."""
+    saved = []
+
+    def patch(module, name, value):
+        saved.append((module, name, getattr(module, name)))
+        setattr(module, name, value)
+
+    if variant == "frozen_bias":
+        call = bias_module.RelativePositionBias.__call__
+        patch(bias_module.RelativePositionBias, "__call__",
+              lambda self, q, k: jax.lax.stop_gradient(call(self, q, k)))
+    elif variant == "no_bias":
+        def unbiased(query, key, value, bias):
+            return jax.nn.dot_product_attention(query, key, value, is_causal=True,
+                                                implementation=None)
+        patch(attention_module, "fast_causal_attention", unbiased)
+    try:
+        yield
+    finally:
+        for module, name, value in reversed(saved):
+            setattr(module, name, value)
+
+
+def make_step(config, tx):
+    def loss_fn(params, graphdef, batch, key):
+        return lm_loss(nnx.merge(graphdef, params), batch, key, True)[0]
+
+    def step(params, opt_state, batch, key, graphdef):
+        loss, grads = jax.value_and_grad(loss_fn)(params, graphdef, batch, key)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return jax.jit(step, static_argnums=4, donate_argnums=(0, 1))
+
+
+def random_batch(batch, length, prefix, vocab, seed=0):
+    tokens = np.random.default_rng(seed).integers(3, vocab, (batch, length + 1), dtype=np.int32)
+    mask = np.broadcast_to((np.arange(length) >= prefix).astype(np.float32), (batch, length))
+    return {"inputs": jnp.asarray(tokens[:, :-1]), "targets": jnp.asarray(tokens[:, 1:]),
+            "loss_mask": jnp.asarray(mask)}
+
+
+def time_variant(variant, config, batch, length, prefix, steps, profile_dir=None) -> dict:
+    prng = "rbg" if variant == "rbg" else "threefry2x32"
+    if variant == "no_dropout":
+        config = paper_config(config.d_model < 1024, config.remat, dropout=0.0)
+    jax.config.update("jax_default_prng_impl", prng)
+    with patched(variant):
+        graphdef, params = nnx.split(Transformer(config, rngs=nnx.Rngs(0)))
+        tx = optax.adamw(1e-4)
+        opt_state = tx.init(params)
+        data = random_batch(batch, length, prefix, config.vocab_size)
+        step = make_step(config, tx)
+        key = jax.random.key(0)
+        compiled = step.lower(params, opt_state, data, key, graphdef).compile()
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        memory = compiled.memory_analysis()
+        params, opt_state, loss = step(params, opt_state, data, key, graphdef)  # warm-up
+        jax.block_until_ready(loss)
+        times = []
+        for i in range(steps):
+            t = time.perf_counter()
+            params, opt_state, loss = step(params, opt_state, data, jax.random.key(i + 1), graphdef)
+            jax.block_until_ready(loss)
+            times.append(time.perf_counter() - t)
+        if profile_dir:
+            with jax.profiler.trace(profile_dir, create_perfetto_trace=True):
+                for i in range(3):
+                    params, opt_state, loss = step(params, opt_state, data, jax.random.key(i), graphdef)
+                jax.block_until_ready(loss)
+    seconds = float(np.median(times))
+    tokens_per_s = batch * length / seconds
+    row = {"variant": variant, "batch": batch, "length": length, "prng_impl": prng,
+           "dropout": config.dropout_rate, "ms_per_step": 1e3 * seconds,
+           "tokens_per_s": tokens_per_s, "loss": float(loss),
+           "xla_flops_per_step": float((cost or {}).get("flops", float("nan"))),
+           "model_flops_per_step": flops_per_token(config, length) * batch * length}
+    if memory is not None:
+        row["temp_gib"] = memory.temp_size_in_bytes / 2**30
+    if jax.default_backend() == "gpu":
+        row["mfu"] = row["model_flops_per_step"] / seconds / PEAK_BF16
+    return row
+
+
+def kernel_summary(profile_dir: str, steps: int = 3, top: int = 25) -> dict:
+    """Sum device-kernel time by name and category from the perfetto trace of `steps` steps."""
+    paths = glob.glob(os.path.join(profile_dir, "**", "*.trace.json.gz"), recursive=True)
+    if not paths:
+        return {"error": f"no perfetto trace under {profile_dir}"}
+    with gzip.open(paths[0]) as f:
+        events = json.load(f)
+    events = events.get("traceEvents", events) if isinstance(events, dict) else events
+    device_pids = {e["pid"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"
+                   and "/device:GPU" in str(e.get("args", {}).get("name", ""))}
+    by_name, by_category = collections.Counter(), collections.Counter()
+    for e in events:
+        if e.get("ph") != "X" or e.get("pid") not in device_pids:
+            continue
+        name, dur = e.get("name", "?"), float(e.get("dur", 0)) / 1e3 / steps  # ms per step
+        by_name[name] += dur
+        lowered = name.lower()
+        category = next((c for c, keys in CATEGORIES if any(k in lowered for k in keys)), "other")
+        by_category[category] += dur
+    return {"device_ms_per_step": sum(by_category.values()),
+            "ms_per_step_by_category": dict(by_category.most_common()),
+            "top_kernels_ms_per_step": dict(by_name.most_common(top))}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stage", default="stage2", choices=sorted(STAGES))
+    p.add_argument("--batch", type=int, default=None, help="default 32 for stage 1, else 16")
+    p.add_argument("--variants", nargs="*", default=list(VARIANTS),
+                   help=f"any of {VARIANTS} or batch_<n>")
+    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--remat", default="none")
+    p.add_argument("--no-profile", action="store_true")
+    p.add_argument("--tiny", action="store_true", help="tiny model and short sequences (CPU smoke)")
+    p.add_argument("--out", default=os.path.join(ROOT, "results", "lm_step_profile.json"))
+    args = p.parse_args()
+
+    length, prefix = STAGES[args.stage]
+    if args.tiny:
+        length, prefix = length // 10, prefix // 10
+    batch = args.batch or (32 if args.stage == "stage1" else 16)
+    config = paper_config(args.tiny, args.remat)
+    out = {"command": " ".join(["python3", "benchmarks/lm_step_profile.py", *sys.argv[1:]]),
+           "date": datetime.date.today().isoformat(), "device": jax.devices()[0].device_kind,
+           "jax": jax.__version__, "stage": args.stage, "remat": args.remat,
+           "peak_flops": PEAK_BF16, "variants": []}
+    for variant in args.variants:
+        name, size = (variant, batch)
+        if variant.startswith("batch_"):
+            name, size = "baseline", int(variant.split("_")[1])
+        elif variant not in VARIANTS:
+            p.error(f"unknown variant {variant!r}: use one of {VARIANTS} or batch_<n>")
+        profile = (variant == "baseline" and not args.no_profile and jax.default_backend() == "gpu")
+        with tempfile.TemporaryDirectory() as trace_dir:
+            try:
+                row = time_variant(name, config, size, length, prefix, args.steps,
+                                   trace_dir if profile else None)
+                if profile:
+                    out["baseline_kernels"] = kernel_summary(trace_dir)
+            except Exception as e:  # noqa: BLE001 - an OOM or a refused kernel is a result too
+                row = {"variant": variant, "batch": size, "error": f"{type(e).__name__}: {e}"[:400]}
+        row["variant"] = variant
+        out["variants"].append(row)
+        print(json.dumps(row), flush=True)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(out, f, indent=1)
+    if "baseline_kernels" in out:
+        print(json.dumps(out["baseline_kernels"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
