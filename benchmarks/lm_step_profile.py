@@ -70,9 +70,10 @@ def patched(variant: str):
         setattr(module, name, value)
 
     if variant == "frozen_bias":
-        call = bias_module.RelativePositionBias.__call__
-        patch(bias_module.RelativePositionBias, "__call__",
-              lambda self, q, k: jax.lax.stop_gradient(call(self, q, k)))
+        cls = bias_module.RelativePositionBias
+        call, square = cls.__call__, cls.square
+        patch(cls, "__call__", lambda self, q, k: jax.lax.stop_gradient(call(self, q, k)))
+        patch(cls, "square", lambda self, length: jax.lax.stop_gradient(square(self, length)))
     elif variant == "no_bias":
         def unbiased(query, key, value, bias):
             return jax.nn.dot_product_attention(query, key, value, is_causal=True,

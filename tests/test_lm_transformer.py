@@ -60,6 +60,23 @@ def test_relative_position_buckets_match_t5(bidirectional):
         assert got[relative == -20][0] == 17 and got[relative <= -128].min() == 31
 
 
+@pytest.mark.parametrize("length", [1, 2, 3, 24, 301])
+def test_relative_bias_square_equals_the_gather_with_the_same_gradient(length):
+    """The Toeplitz layout used in training (`square`) against a numpy table lookup of T5's
+    buckets, and its gradient against the plain gather's (the scatter it replaces)."""
+    from audiolm_jax.lm import RelativePositionBias
+    bias = RelativePositionBias(4, rngs=nnx.Rngs(1))
+    table = np.asarray(bias.embedding[...])
+    i, j = np.meshgrid(np.arange(length), np.arange(length), indexing="ij")
+    buckets = np.vectorize(lambda r: _t5_bucket(int(r), False))(j - i)
+    np.testing.assert_array_equal(np.asarray(bias.square(length)), table[:, buckets])
+    positions = jnp.arange(length)
+    weights = jax.random.normal(jax.random.key(length), (4, length, length))
+    grad = lambda f: nnx.grad(lambda m: jnp.sum(weights * f(m)))(bias).embedding[...]
+    np.testing.assert_allclose(grad(lambda m: m.square(length)),
+                               grad(lambda m: m(positions, positions)), rtol=1e-5, atol=1e-4)
+
+
 @pytest.mark.parametrize("path", ["fast", "reference"])
 def test_causal_future_tokens_do_not_change_past_logits(path):
     model = _model(dataclasses.replace(TINY, attention=path))

@@ -65,10 +65,33 @@ class RelativePositionBias(nnx.Module):
         Returns:
           float32 [heads, queries, keys].
         """
-        relative = key_positions[None, :] - query_positions[:, None]
+        return self._gather(key_positions[None, :] - query_positions[:, None])
+
+    def square(self, length: int) -> jax.Array:
+        """float32 [heads, length, length]: `self(arange(length), arange(length))`, built so its
+        gradient needs no large scatter.
+
+        The bias depends only on the offset j - i, so it is a Toeplitz matrix of the 2L - 1
+        per-offset values. Gathering [H, L, L] from the bucket table directly (as `__call__`
+        does) makes the backward pass a scatter-add of H * L^2 values into H * 32 buckets:
+        17 ms per step for the paper's stage 2 on an H200, 9% of the step. Here the per-offset
+        row is gathered (2L - 1 values: a tiny scatter backwards) and laid out with the
+        "skew" of Transformer-XL's relative shift: L copies of the row, flattened, read from
+        offset L - 1 with a row stride of 2L - 2, so row i starts at offset value -i. Its
+        gradient is a pad, a reshape and a sum over the copies.
+        """
+        offsets = jnp.arange(-(length - 1), length)                         # [2L - 1]
+        row = self._gather(offsets)                                         # [H, 2L - 1]
+        heads = row.shape[0]
+        copies = jnp.tile(row, (1, length))                                 # [H, L (2L - 1)]
+        stride = max(2 * length - 2, 1)
+        skewed = copies[:, length - 1:length - 1 + length * stride]
+        return skewed.reshape(heads, length, stride)[:, :, :length]
+
+    def _gather(self, relative: jax.Array) -> jax.Array:
         buckets = relative_position_bucket(relative, bidirectional=False,
                                            num_buckets=self.num_buckets,
                                            max_distance=self.max_distance)
         # A gather over the tiny [heads, buckets] table; XLA turns its gradient into a
-        # scatter-add. (A one-hot einsum would materialise [queries, keys, buckets].)
+        # scatter-add. (A one-hot einsum would materialise [..., buckets].)
         return jnp.take(self.embedding[...].astype(jnp.float32), buckets, axis=1)

@@ -150,8 +150,7 @@ class Transformer(nnx.Module):
                              f"dropout_rate={config.dropout_rate}; pass one or set train=False")
         keys = _split(dropout_rng if train else None, config.num_layers + 2)
         x = dropout(self._embed(tokens), config.dropout_rate, keys[0])
-        positions = jnp.arange(tokens.shape[1])
-        bias = self.relative_bias(positions, positions)[None].astype(x.dtype)
+        bias = self.relative_bias.square(tokens.shape[1])[None].astype(x.dtype)
         run_block = self._block_runner()
         for block, key in zip(self.blocks, keys[1:-1]):
             x = run_block(block, x, bias, key)
