@@ -101,3 +101,23 @@ def test_eos_stops_rows(model):
     tokens = sample(model, [np.array([1, 4])], 6, rng=jax.random.key(0), config=SamplingConfig(0.0),
                     eos_id=int(_greedy_by_recomputation(model, [1, 4], 2)[1]))
     assert tokens[0, 2:].tolist() == [0, 0, 0, 0]
+
+
+def test_weights_cast_before_the_loop_leave_bf16_logits_unchanged():
+    """decoding_weights casts the matrices once; each matmul's own cast then does nothing, so
+    the logits are bit-identical, and the bias table and norm scales stay float32."""
+    from audiolm_jax.generate.sampling import decoding_weights
+    config = TransformerConfig(vocab_size=195, num_layers=2, num_heads=4, d_model=64, d_ff=128,
+                               dtype="bfloat16")
+    graphdef, state = nnx.split(Transformer(config, rngs=nnx.Rngs(3)))
+    cast = decoding_weights(state, jnp.bfloat16)
+    dtypes = {jax.tree_util.keystr(p): x.dtype for p, x in jax.tree_util.tree_leaves_with_path(cast)}
+    assert dtypes["['relative_bias']['embedding'].value"] == jnp.float32
+    assert dtypes["['final_norm']['scale'].value"] == jnp.float32
+    assert dtypes["['blocks'][0]['feed_forward']['wi_0'].value"] == jnp.bfloat16
+    tokens = jnp.asarray([[1, 7, 9, 40, 12, 3]])
+
+    def decode(state):
+        model = nnx.merge(graphdef, state)
+        return model.decode_step(tokens, model.init_cache(1, 8), 0)[0]
+    np.testing.assert_array_equal(jax.jit(decode)(state), jax.jit(decode)(cast))
