@@ -6,7 +6,7 @@
 # ABX -> the evaluation chain on generated audio (benchmarks/eval_audio.py: AudioLM and
 # acoustic-only continuations of held-out-voice prompts, reconstructions, acoustic generations;
 # then `audiolm-jax eval speaker|wer|pairs|detector|ablation`, JSON under $WORK/results) ->
-# stage-LM and generation benchmarks. Steps whose tools the machine lacks (pocketsphinx for WER,
+# stage-LM and generation benchmarks (BENCH=1). Steps whose tools the machine lacks (pocketsphinx for WER,
 # flite/festival to synthesize the pairs) are skipped with the reason in the log. MODE=cpu is a
 # dry run of the plumbing (2 steps each, tiny batches) for a 2-core machine. Run from the
 # repository root (or a copy):
@@ -107,7 +107,7 @@ else
   ev pairs --pairs-dir $PAIRS $BUILD $PAIRS_N --semantic-run $W/stage_semantic --tokenizer $W/tokenizer
 fi
 unset XLA_PYTHON_CLIENT_PREALLOCATE
-if [ $MODE = gpu ]; then
+if [ $MODE = gpu ] && [ "${BENCH:-0}" = 1 ]; then  # paper-size speed (measured separately too)
   python3 benchmarks/train_stage.py --out $W/results/train_stage.json > $W/logs/train_stage.log 2>&1; log "train_stage rc=$?"
   python3 benchmarks/generate.py --out $W/results/generate.json > $W/logs/generate.log 2>&1; log "generate rc=$?"
 fi

@@ -1,0 +1,56 @@
+"""benchmarks/collect_run.sh: packs a detached run's logs and results (never its bulky files),
+exits 0 when the run is done and 3 when the time limit came first; the benchmark scripts pass
+shellcheck."""
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "benchmarks", "collect_run.sh")
+
+
+def _run(work, out, limit):
+    return subprocess.run(["bash", SCRIPT, str(work), str(out), str(limit)], capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_collects_logs_and_results_but_not_audio_or_caches(tmp_path):
+    work = tmp_path / "w"
+    (work / "logs").mkdir(parents=True)
+    (work / "results").mkdir()
+    (work / "logs" / "pipeline.log").write_text("[+1s] start\n[+9s] DONE\n")
+    (work / "results" / "semantic.json").write_text("{}")
+    (work / "results" / "big.npz").write_bytes(b"x" * 100)
+    (work / "logs" / "sample.wav").write_bytes(b"RIFF")
+    (work / "DONE").touch()
+    started = time.monotonic()
+    result = _run(work, tmp_path / "out", 30)
+    assert result.returncode == 0 and time.monotonic() - started < 20, result.stderr
+    assert "DONE" in result.stdout
+    with tarfile.open(tmp_path / "out" / "run.tgz") as tar:
+        names = set(tar.getnames())
+    assert {"logs/pipeline.log", "results/semantic.json"} <= names
+    assert not any(n.endswith((".npz", ".wav")) for n in names)
+    assert (tmp_path / "out" / "pipeline.log").read_text().endswith("DONE\n")
+
+
+def test_returns_3_when_the_run_is_still_going(tmp_path):
+    work = tmp_path / "w"
+    (work / "logs").mkdir(parents=True)
+    (work / "logs" / "pipeline.log").write_text("[+1s] start\n")
+    result = _run(work, tmp_path / "out", 1)
+    assert result.returncode == 3
+    assert (tmp_path / "out" / "run.tgz").exists()
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
+def test_benchmark_shell_scripts_pass_shellcheck():
+    scripts = sorted(os.path.join(ROOT, "benchmarks", n) for n in os.listdir(
+        os.path.join(ROOT, "benchmarks")) if n.endswith(".sh"))
+    assert len(scripts) >= 2
+    result = subprocess.run(["shellcheck", *scripts], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
