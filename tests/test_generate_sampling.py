@@ -121,3 +121,13 @@ def test_weights_cast_before_the_loop_leave_bf16_logits_unchanged():
         model = nnx.merge(graphdef, state)
         return model.decode_step(tokens, model.init_cache(1, 8), 0)[0]
     np.testing.assert_array_equal(jax.jit(decode)(state), jax.jit(decode)(cast))
+
+
+def test_fixed_length_loop_equals_the_eos_loop(model):
+    """eos_id=None takes the fori_loop (known trip count); an EOS id that can never be sampled
+    takes the while_loop: the same tokens."""
+    allowed = np.tile(np.array([[3, 150]], np.int32), (16, 1))
+    run = lambda eos: sample(model, [np.array([1, 5, 7]), np.array([1, 9])], 16,
+                             rng=jax.random.key(5), config=SamplingConfig(temperature=0.9),
+                             allowed=allowed, num_samples=2, eos_id=eos)
+    np.testing.assert_array_equal(run(None), run(190))

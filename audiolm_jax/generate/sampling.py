@@ -1,7 +1,8 @@
 """Compiled, KV-cached sampling from a stage Transformer.
 
 One jitted program per (model, shapes, sampling settings): a prefill of the prompts, then one
-token per iteration of a `lax.while_loop` over the KV cache (no Python loop per token). Each
+token per iteration of a `lax.fori_loop` (a `lax.while_loop` when rows may stop at an EOS id)
+over the KV cache (no Python loop per token). Each
 generated position t may be restricted to an id range `allowed[t] = [low, high)`, which keeps
 acoustic tokens on the level the row-major layout puts there and semantic tokens in their range.
 
@@ -142,6 +143,10 @@ def _sample(graphdef, state, prompts, lengths, allowed, rng, *, num_tokens, num_
         return step + 1, logits[:, 0], cache, out, done
 
     carry = (jnp.int32(0), logits, cache, out, done)
+    if eos_id is None:
+        # A loop of known trip count: XLA need not read the condition back from the device
+        # every token, so the host can enqueue the next steps' kernels ahead of the GPU.
+        return jax.lax.fori_loop(0, num_tokens, lambda _, c: body(c), carry)[3]
     return jax.lax.while_loop(cond, body, carry)[3]
 
 
