@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,6 +34,7 @@ import numpy as np
 from flax import nnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from audiolm_jax.codec.frozen import soundstream_config_from_gin  # noqa: E402
 from audiolm_jax.codec.soundstream import SoundStream  # noqa: E402
@@ -46,6 +48,7 @@ from audiolm_jax.lm.layouts import AudioVocabulary  # noqa: E402
 from audiolm_jax.lm.transformer import Transformer  # noqa: E402
 from audiolm_jax.semantic.tokenizer import SemanticTokenizer  # noqa: E402
 from audiolm_jax.semantic.w2v_bert import W2vBert, W2vBertConfig  # noqa: E402
+from kernel_trace import kernel_summary  # noqa: E402
 
 TARGET_BATCH1_SECONDS = 1.5
 TARGET_BATCH64_RATE = 200.0
@@ -112,8 +115,25 @@ def _prompt(seconds: float, seed: int) -> np.ndarray:
             ).astype(np.float32)
 
 
+def profile_call(lm: AudioLM, prompts, seconds: float, steps: dict[str, int]) -> dict:
+    """Kernels of one more (compiled) call: kernel time vs wall time shows whether decoding is
+    bound by the GPU's work or by launching it (many small kernels per token)."""
+    with tempfile.TemporaryDirectory() as trace_dir:
+        start = time.perf_counter()
+        with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+            lm.continuation(prompts, seconds, seed=0)
+        wall = time.perf_counter() - start
+        summary = kernel_summary(trace_dir, steps=1, top=15)
+    tokens = sum(steps.values())
+    if "kernels_per_step" in summary:
+        summary["kernels_per_token"] = summary["kernels_per_step"] / tokens
+        summary["kernel_ms_per_token"] = summary["device_ms_per_step"] / tokens
+    summary["wall_seconds_traced"] = wall
+    return summary
+
+
 def run_batch(lm: AudioLM, batch: int, prompt_seconds: float, seconds: float,
-              repeats: int) -> dict:
+              repeats: int, profile: bool = False) -> dict:
     prompts = [_prompt(prompt_seconds, i) for i in range(batch)]
     start = time.perf_counter()
     lm.continuation(prompts, seconds, seed=0)                       # compiles everything
@@ -129,7 +149,7 @@ def run_batch(lm: AudioLM, batch: int, prompt_seconds: float, seconds: float,
     steps = decoding_steps(lm, out.prompt_frames, seconds,
                            lm.rates.semantic_tokens(seconds, lm.config.semantic_tokens_per_second),
                            batch)
-    return {"batch": batch, "wall_seconds": wall, "wall_seconds_all": walls,
+    row = {"batch": batch, "wall_seconds": wall, "wall_seconds_all": walls,
             "first_call_seconds_with_compile": compile_s,
             "audio_seconds_per_second": batch * seconds / wall,
             "real_time_factor": wall / seconds, "stage_seconds": stage_s,
@@ -137,6 +157,9 @@ def run_batch(lm: AudioLM, batch: int, prompt_seconds: float, seconds: float,
             "ms_per_decoding_step": {k: 1000.0 * stage_s[k] / steps[k] for k in steps
                                      if k in stage_s and steps[k]},
             "output_shape": list(out.wavs.shape)}
+    if profile:
+        row["kernels"] = profile_call(lm, prompts, seconds, steps)
+    return row
 
 
 def main(argv=None) -> int:
@@ -150,6 +173,8 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", default=None, help="default: float32 with --tiny, else bfloat16")
     parser.add_argument("--fine-max-batch", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile", action="store_true",
+                        help="trace one more call per batch: kernel time and kernels per token")
     parser.add_argument("--out", default="results/generate.json")
     args = parser.parse_args(argv)
     dtype = args.dtype or ("float32" if args.tiny else "bfloat16")
@@ -158,7 +183,8 @@ def main(argv=None) -> int:
                                     fine_max_batch=args.fine_max_batch)
     runs = {}
     for batch in args.batch_sizes:
-        runs[str(batch)] = run_batch(lm, batch, args.prompt_seconds, args.seconds, args.repeats)
+        runs[str(batch)] = run_batch(lm, batch, args.prompt_seconds, args.seconds, args.repeats,
+                                    args.profile)
         print(f"batch {batch}: {runs[str(batch)]['wall_seconds']:.2f} s for {args.seconds:g} s "
               f"per row, {runs[str(batch)]['audio_seconds_per_second']:.1f} audio s/s, ms/step "
               f"{ {k: round(v, 3) for k, v in runs[str(batch)]['ms_per_decoding_step'].items()} }",

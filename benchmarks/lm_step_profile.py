@@ -21,11 +21,8 @@ model for the timing only. MFU uses the PaLM-style count of `audiolm_jax.lm.flop
 from __future__ import annotations
 
 import argparse
-import collections
 import contextlib
 import datetime
-import glob
-import gzip
 import json
 import os
 import sys
@@ -47,17 +44,10 @@ from audiolm_jax.lm import relative_bias as bias_module  # noqa: E402
 from audiolm_jax.lm.flops import flops_per_token  # noqa: E402
 from audiolm_jax.lm.loss import lm_loss  # noqa: E402
 from audiolm_jax.lm.transformer import Transformer  # noqa: E402
+from kernel_trace import kernel_summary  # noqa: E402
 from train_stage import PEAK_BF16, STAGES, paper_config  # noqa: E402
 
 VARIANTS = ("baseline", "rbg", "no_dropout", "frozen_bias", "no_bias")
-# Kernel-name patterns -> category, first match wins (cuDNN/cuBLAS/XLA kernel names).
-CATEGORIES = (("attention (cuDNN fmha)", ("fmha", "flash", "cudnn")),
-              ("matmul (cuBLAS/cutlass)", ("gemm", "cutlass", "cublas", "sm90_xmma", "nvjet")),
-              ("random bits", ("threefry", "rng", "philox", "random")),
-              ("reduction", ("reduce",)),
-              ("scatter/gather", ("scatter", "gather")),
-              ("copy/transpose", ("copy", "transpose", "memcpy", "memset")),
-              ("fusion (elementwise)", ("fusion", "loop", "input")))
 
 
 @contextlib.contextmanager
@@ -146,30 +136,6 @@ def time_variant(variant, config, batch, length, prefix, steps, profile_dir=None
     if jax.default_backend() == "gpu":
         row["mfu"] = row["model_flops_per_step"] / seconds / PEAK_BF16
     return row
-
-
-def kernel_summary(profile_dir: str, steps: int = 3, top: int = 25) -> dict:
-    """Sum device-kernel time by name and category from the perfetto trace of `steps` steps."""
-    paths = glob.glob(os.path.join(profile_dir, "**", "*.trace.json.gz"), recursive=True)
-    if not paths:
-        return {"error": f"no perfetto trace under {profile_dir}"}
-    with gzip.open(paths[0]) as f:
-        events = json.load(f)
-    events = events.get("traceEvents", events) if isinstance(events, dict) else events
-    device_pids = {e["pid"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"
-                   and "/device:GPU" in str(e.get("args", {}).get("name", ""))}
-    by_name, by_category = collections.Counter(), collections.Counter()
-    for e in events:
-        if e.get("ph") != "X" or e.get("pid") not in device_pids:
-            continue
-        name, dur = e.get("name", "?"), float(e.get("dur", 0)) / 1e3 / steps  # ms per step
-        by_name[name] += dur
-        lowered = name.lower()
-        category = next((c for c, keys in CATEGORIES if any(k in lowered for k in keys)), "other")
-        by_category[category] += dur
-    return {"device_ms_per_step": sum(by_category.values()),
-            "ms_per_step_by_category": dict(by_category.most_common()),
-            "top_kernels_ms_per_step": dict(by_name.most_common(top))}
 
 
 def main() -> int:

@@ -1,5 +1,5 @@
 """benchmarks/lm_step_profile.py: the timing-only ablations patch and restore the model, every
-variant runs on a tiny config, and the kernel summary reads a perfetto trace."""
+variant runs on a tiny config; benchmarks/kernel_trace.py reads a perfetto trace."""
 
 import gzip
 import json
@@ -13,6 +13,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
+import kernel_trace  # noqa: E402
 import lm_step_profile as prof  # noqa: E402
 from audiolm_jax.lm import attention, relative_bias  # noqa: E402
 
@@ -65,8 +66,8 @@ def test_kernel_summary_sums_device_kernels_by_category(tmp_path):
     (tmp_path / "plugins").mkdir()
     with gzip.open(tmp_path / "plugins" / "x.trace.json.gz", "wt") as f:
         json.dump({"traceEvents": events}, f)
-    summary = prof.kernel_summary(str(tmp_path), steps=3)
-    assert summary["device_ms_per_step"] == 3.5
+    summary = kernel_trace.kernel_summary(str(tmp_path), steps=3)
+    assert summary["device_ms_per_step"] == 3.5 and summary["kernels_per_step"] == 1.0
     assert summary["ms_per_step_by_category"] == {"matmul (cuBLAS/cutlass)": 2.0,
                                                  "attention (cuDNN fmha)": 1.0,
                                                  "fusion (elementwise)": 0.5}

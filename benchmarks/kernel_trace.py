@@ -1,0 +1,51 @@
+"""Device-kernel time from a JAX profiler trace, summed by kernel name and by category.
+
+    with jax.profiler.trace(directory, create_perfetto_trace=True):
+        ...  # the work, repeated `steps` times
+    kernel_summary(directory, steps)
+
+Used by benchmarks/lm_step_profile.py (what a training step spends its time on) and
+benchmarks/generate.py --profile (kernels per decoding step: launch-bound or not).
+"""
+from __future__ import annotations
+
+import collections
+import glob
+import gzip
+import json
+import os
+
+# Kernel-name patterns -> category, first match wins (cuDNN/cuBLAS/XLA kernel names).
+CATEGORIES = (("attention (cuDNN fmha)", ("fmha", "flash", "cudnn")),
+              ("matmul (cuBLAS/cutlass)", ("gemm", "cutlass", "cublas", "sm90_xmma", "nvjet")),
+              ("random bits", ("threefry", "rng", "philox", "random")),
+              ("reduction", ("reduce",)),
+              ("scatter/gather", ("scatter", "gather")),
+              ("copy/transpose", ("copy", "transpose", "memcpy", "memset")),
+              ("fusion (elementwise)", ("fusion", "loop", "input")))
+
+
+def kernel_summary(profile_dir: str, steps: int = 3, top: int = 25) -> dict:
+    """Sum device-kernel time by name and category from the perfetto trace of `steps` steps."""
+    paths = glob.glob(os.path.join(profile_dir, "**", "*.trace.json.gz"), recursive=True)
+    if not paths:
+        return {"error": f"no perfetto trace under {profile_dir}"}
+    with gzip.open(paths[0]) as f:
+        events = json.load(f)
+    events = events.get("traceEvents", events) if isinstance(events, dict) else events
+    device_pids = {e["pid"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"
+                   and "/device:GPU" in str(e.get("args", {}).get("name", ""))}
+    by_name, by_category = collections.Counter(), collections.Counter()
+    kernels = 0
+    for e in events:
+        if e.get("ph") != "X" or e.get("pid") not in device_pids:
+            continue
+        name, dur = e.get("name", "?"), float(e.get("dur", 0)) / 1e3 / steps  # ms per step
+        by_name[name] += dur
+        kernels += 1
+        lowered = name.lower()
+        category = next((c for c, keys in CATEGORIES if any(k in lowered for k in keys)), "other")
+        by_category[category] += dur
+    return {"device_ms_per_step": sum(by_category.values()), "kernels_per_step": kernels / steps,
+            "ms_per_step_by_category": dict(by_category.most_common()),
+            "top_kernels_ms_per_step": dict(by_name.most_common(top))}
