@@ -8,7 +8,7 @@
 set -u
 W=$1; OUT_DIR=$2; LIMIT=$3
 end=$(( $(date +%s) + LIMIT ))
-while [ ! -f "$W/DONE" ] && [ "$(date +%s)" -lt $end ]; do sleep 5; done
+while [ ! -f "$W/DONE" ] && [ "$(date +%s)" -lt $end ]; do sleep 1; done
 mkdir -p "$OUT_DIR"
 tar -czf "$OUT_DIR/run.tgz" -C "$W" --exclude='*.npz' --exclude='*.flac' --exclude='*.wav' \
   logs results 2> /dev/null
