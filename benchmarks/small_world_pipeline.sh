@@ -18,12 +18,12 @@ log() { echo "[$(date +%T) +$(( $(date +%s) - T0 ))s] $*" | tee -a $W/logs/pipel
 T0=$(date +%s)
 CLI="python3 -m audiolm_jax.cli"
 if [ $MODE = gpu ]; then
-  CODEC_T=330; STAGE_T=180; W2V=""; CODEC=""; STAGE=""; FIT=""; CONT="--seconds 7 --samples 2"
+  CODEC_T=330; STAGE_T=180; W2V_T=660; W2V=""; CODEC=""; STAGE=""; FIT=""; CONT="--seconds 7 --samples 2"
   SPK=""; DET="--steps 300"; WER="--limit 40"; PAIRS_N="--pairs-lexical 25 --pairs-syntactic 5"
   EVAL_AUDIO="--prompts 8 --prompt-seconds 3 --seconds 7"
   export XLA_PYTHON_CLIENT_MEM_FRACTION=0.3
 else
-  CODEC_T=600; STAGE_T=400; FIT="--max-hours 0.03"; CONT="--seconds 1 --samples 1 --dtype float32"
+  CODEC_T=600; STAGE_T=400; W2V_T=1200; FIT="--max-hours 0.03"; CONT="--seconds 1 --samples 1 --dtype float32"
   W2V="--gin.train.num_train_steps=2 --gin.OptimizerConfig.warmup_steps=1 --gin.train_crops/audio_crop_batches.batch_size=2 --gin.train_crops/audio_crop_batches.crop_seconds=1.0"
   CODEC="--gin.train.num_train_steps=2 --gin.audio_crop_batches.batch_size=2 --gin.audio_crop_batches.crop_seconds=0.5"
   STAGE="--gin.train.num_train_steps=2 --gin.BATCH_SIZE=2 --gin.train.eval_every=0 --gin.train.eval_data=None"
@@ -38,7 +38,8 @@ timeout -s TERM $CODEC_T $CLI train --gin_file=experiments/codec_speech_small_wo
   --gin.train.num_train_steps=100000 --gin.CodecObjective.discriminator_start_step=1500 $CODEC \
   > $W/logs/codec.log 2>&1 &
 CODEC_PID=$!
-$CLI train --gin_file=experiments/w2v_bert_small_world --gin.audio_crop_batches.root="'$C'" \
+# Time-boxed: SIGTERM makes the trainer save at the next step boundary (training/preemption.py).
+timeout -s TERM $W2V_T $CLI train --gin_file=experiments/w2v_bert_small_world --gin.audio_crop_batches.root="'$C'" \
   --gin.train.workdir="'$W/w2v'" $W2V > $W/logs/w2v.log 2>&1; log "w2v rc=$?"
 $CLI semantic fit-kmeans --checkpoint $W/w2v --corpus $C --out $W/tokenizer \
   --gin_file=experiments/w2v_bert_small_world $FIT > $W/logs/kmeans.log 2>&1; log "kmeans rc=$?"
@@ -107,6 +108,9 @@ else
   ev pairs --pairs-dir $PAIRS $BUILD $PAIRS_N --semantic-run $W/stage_semantic --tokenizer $W/tokenizer
 fi
 unset XLA_PYTHON_CLIENT_PREALLOCATE
+# The generated audio as FLAC in one tar (for ASR or listening on another machine).
+python3 benchmarks/pack_audio.py $W/eval_audio_flac.tar $E $W/gen > $W/logs/pack_audio.log 2>&1
+log "pack_audio rc=$? ($(tail -n1 $W/logs/pack_audio.log))"
 if [ $MODE = gpu ] && [ "${BENCH:-0}" = 1 ]; then  # paper-size speed (measured separately too)
   python3 benchmarks/train_stage.py --out $W/results/train_stage.json > $W/logs/train_stage.log 2>&1; log "train_stage rc=$?"
   python3 benchmarks/generate.py --out $W/results/generate.json > $W/logs/generate.log 2>&1; log "generate rc=$?"
