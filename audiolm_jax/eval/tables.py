@@ -137,6 +137,47 @@ def wer_table(index: CorpusIndex, generated: Mapping[str, str] | None = None,
     return out
 
 
+# --- babbling (sec. IV-F ablation) ----------------------------------------------------------------
+
+def training_text_lm(index: CorpusIndex, split: str = "train"):
+    """A word bigram model of the transcripts of one split (the text the models learned from)."""
+    from audiolm_jax.eval.transcript_lm import WordBigramLM  # noqa: PLC0415
+
+    texts = [e.text for e in index.examples if e.split == split and e.text]
+    if not texts:
+        raise ValueError(f"the corpus has no transcripts in split {split!r}; the babbling rows "
+                         "need the training text (a corpus built by `audiolm-jax corpus speech`)")
+    return WordBigramLM(texts)
+
+
+def babble_table(index: CorpusIndex, continuations: Mapping[str, str], skip_seconds: float = 3.0,
+                 seed: int = 0, examples: int = 5) -> dict:
+    """How much each directory's continuations (prompt skipped) read like the training text
+    (transcript_lm), beside the same held-out originals after the same skip: what the prompts
+    really continue with. Keeps the first `examples` transcripts of each row for listening notes."""
+    from audiolm_jax.eval.asr import PocketsphinxASR  # noqa: PLC0415
+    from audiolm_jax.eval.transcript_lm import transcript_summary  # noqa: PLC0415
+
+    asr, lm = PocketsphinxASR(), training_text_lm(index)
+    out, sources = {}, {}
+    for name, directory in continuations.items():
+        matched, unmatched = generated_files(directory, index)
+        texts = [asr.transcribe(_load(p, skip_seconds)) for p, _ in matched]
+        sources.update({e.id: e for _, e in matched})
+        row = transcript_summary(lm, texts, seed=seed)
+        row.update(directory=directory, unmatched=len(unmatched),
+                   transcripts={os.path.basename(p): t for (p, _), t in
+                                list(zip(matched, texts))[:examples]})
+        out[name] = row
+    originals = [sources[k] for k in sorted(sources)]
+    texts = [asr.transcribe(_load(e.path, skip_seconds)) for e in originals]
+    out["original"] = transcript_summary(lm, texts, seed=seed)
+    out["original"]["transcripts"] = {e.id: t for e, t in list(zip(originals, texts))[:examples]}
+    out["lm"] = {"kind": "word bigram, interpolated absolute discount 0.75", "split": "train",
+                 "vocabulary": len(lm.vocabulary), "skip_seconds": skip_seconds}
+    return out
+
+
 # --- piano (sec. IV-I) ------------------------------------------------------------------------------
 
 def piano_table(index: CorpusIndex, audiolm_dir: str, acoustic_only_dir: str,
