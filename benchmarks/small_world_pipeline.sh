@@ -18,7 +18,7 @@ log() { echo "[$(date +%T) +$(( $(date +%s) - T0 ))s] $*" | tee -a $W/logs/pipel
 T0=$(date +%s)
 CLI="python3 -m audiolm_jax.cli"
 if [ $MODE = gpu ]; then
-  CODEC_T=330; STAGE_T=150; W2V_T=480; W2V=""; CODEC=""; STAGE=""; FIT=""; CONT="--seconds 7 --samples 2"
+  CODEC_T=420; STAGE_T=150; W2V_T=330; W2V=""; CODEC=""; STAGE=""; FIT=""; CONT="--seconds 7 --samples 2"
   SPK=""; DET="--steps 300"; WER="--limit 40"; PAIRS_N="--pairs-lexical 25 --pairs-syntactic 5"
   EVAL_AUDIO="--prompts 8 --prompt-seconds 3 --seconds 7"
   export XLA_PYTHON_CLIENT_MEM_FRACTION=0.3
