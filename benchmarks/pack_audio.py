@@ -30,9 +30,9 @@ def pack(out_tar: str, dirs: list[str]) -> tuple[int, int]:
                     sf.write(buf, audio, rate, format="FLAC")
                     rel = os.path.relpath(path, root)[: -len(".wav")] + ".flac"
                     info = tarfile.TarInfo(os.path.join(base, rel))
-                    info.size = buf.tell()
-                    buf.seek(0)
-                    tar.addfile(info, buf)
+                    data = buf.getvalue()  # not tell(): libsndfile seeks back to finish the header
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
                     count, raw = count + 1, raw + os.path.getsize(path)
     return count, raw
 

@@ -12,6 +12,12 @@
 # repository root (or a copy):
 #   MODE=gpu WORK=/tmp/p CORPUS=outputs/demo/world/speech bash benchmarks/small_world_pipeline.sh
 # Each step writes under $WORK (token caches under outputs/tokens/speech); logs in $WORK/logs.
+# The generated audio ends in $WORK/eval_audio_flac.tar (collect_run.sh hands it back); where
+# pocketsphinx exists (not on Python 3.12), unpack it into D and run the ASR rows there:
+#   audiolm-jax eval wer --corpus C --reconstruction D/eval_audio/reconstruction \
+#     --acoustic-generation D/eval_audio/acoustic_generation --limit 40
+#   audiolm-jax eval ablation --corpus C --continuation D/eval_audio/continuation \
+#     --acoustic-only D/eval_audio/acoustic_only --out results/eval_ablation_babble.json
 MODE=${MODE:-gpu}; W=${WORK:-/tmp/p}; C=${CORPUS:-outputs/demo/world/speech}
 mkdir -p $W/logs $W/results $W/gen
 log() { echo "[$(date +%T) +$(( $(date +%s) - T0 ))s] $*" | tee -a $W/logs/pipeline.log; }

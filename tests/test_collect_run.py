@@ -26,6 +26,7 @@ def test_collects_logs_and_results_but_not_audio_or_caches(tmp_path):
     (work / "results" / "semantic.json").write_text("{}")
     (work / "results" / "big.npz").write_bytes(b"x" * 100)
     (work / "logs" / "sample.wav").write_bytes(b"RIFF")
+    (work / "eval_audio_flac.tar").write_bytes(b"tar")
     (work / "DONE").touch()
     started = time.monotonic()
     result = _run(work, tmp_path / "out", 30)
@@ -36,15 +37,39 @@ def test_collects_logs_and_results_but_not_audio_or_caches(tmp_path):
     assert {"logs/pipeline.log", "results/semantic.json"} <= names
     assert not any(n.endswith((".npz", ".wav")) for n in names)
     assert (tmp_path / "out" / "pipeline.log").read_text().endswith("DONE\n")
+    assert (tmp_path / "out" / "eval_audio_flac.tar").read_bytes() == b"tar"
 
 
 def test_returns_3_when_the_run_is_still_going(tmp_path):
     work = tmp_path / "w"
     (work / "logs").mkdir(parents=True)
     (work / "logs" / "pipeline.log").write_text("[+1s] start\n")
+    (work / "eval_audio_flac.tar").write_bytes(b"half-written")
     result = _run(work, tmp_path / "out", 1)
     assert result.returncode == 3
     assert (tmp_path / "out" / "run.tgz").exists()
+    assert not (tmp_path / "out" / "eval_audio_flac.tar").exists()   # only once the run is done
+
+
+def test_pack_audio_writes_lossless_flac_named_by_folder(tmp_path):
+    import sys
+
+    import numpy as np
+    import soundfile as sf
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from pack_audio import pack
+
+    wav = (np.random.default_rng(0).standard_normal(8000) * 3000).astype(np.int16)
+    (tmp_path / "gen" / "a").mkdir(parents=True)
+    sf.write(tmp_path / "gen" / "a" / "x.wav", wav, 16000, subtype="PCM_16")
+    (tmp_path / "gen" / "a" / "x.png").write_bytes(b"png")
+    count, _ = pack(str(tmp_path / "o.tar"), [str(tmp_path / "gen"), str(tmp_path / "missing")])
+    assert count == 1
+    with tarfile.open(tmp_path / "o.tar") as tar:
+        assert tar.getnames() == ["gen/a/x.flac"]
+        tar.extractall(tmp_path / "x")
+    back, rate = sf.read(tmp_path / "x" / "gen" / "a" / "x.flac", dtype="int16")
+    assert rate == 16000 and np.array_equal(back, wav)
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
