@@ -9,7 +9,8 @@
     audiolm-jax eval piano    --audiolm DIR --acoustic-only DIR            (sec. IV-I)
     audiolm-jax eval detector --originals DIR --continuation DIR --workdir RUN   (sec. IV-H)
     audiolm-jax eval abx      --tokenizer DIR [--codec RUN]                (Fig. 3, ABX)
-    audiolm-jax eval ablation --classifier RUN --continuation DIR --acoustic-only DIR
+    audiolm-jax eval ablation --continuation DIR --acoustic-only DIR [--classifier RUN]
+                              (sec. IV-F: speaker rows; babbling rows from ASR transcripts)
 
 What exists runs now (the classifier on originals, ASR of originals, building the pairs, ABX of
 the tokenizers); a row that needs generated audio takes a directory of it (files named after
