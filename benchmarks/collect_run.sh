@@ -5,11 +5,13 @@
 # Returns when WORK/DONE exists or after LIMIT_SECONDS, whichever comes first, and writes
 # OUT_DIR/run.tgz (WORK/logs and WORK/results: small files only, never checkpoints or audio) and
 # OUT_DIR/pipeline.log (once done, also WORK/eval_audio_flac.tar when the run wrote one).
-# Exit status 0 when the run is done, 3 when it is still running.
+# Exit status 0 when the run is done, 3 when it is still running, 4 when its process (the pid in
+# WORK/pipeline.pid) ended without writing DONE: no point waiting out the limit for a dead run.
 set -u
 W=$1; OUT_DIR=$2; LIMIT=$3
 end=$(( $(date +%s) + LIMIT ))
-while [ ! -f "$W/DONE" ] && [ "$(date +%s)" -lt $end ]; do sleep 1; done
+alive() { [ ! -f "$W/pipeline.pid" ] || kill -0 "$(cat "$W/pipeline.pid")" 2> /dev/null; }
+while [ ! -f "$W/DONE" ] && [ "$(date +%s)" -lt $end ] && alive; do sleep 1; done
 mkdir -p "$OUT_DIR"
 tar -czf "$OUT_DIR/run.tgz" -C "$W" --exclude='*.npz' --exclude='*.flac' --exclude='*.wav' \
   logs results 2> /dev/null
@@ -17,4 +19,7 @@ cp "$W/logs/pipeline.log" "$OUT_DIR/pipeline.log" 2> /dev/null
 # The generated audio packed as FLAC by the pipeline's last steps (benchmarks/pack_audio.py).
 [ -f "$W/DONE" ] && cp "$W/eval_audio_flac.tar" "$OUT_DIR/" 2> /dev/null
 tail -n 5 "$W/logs/pipeline.log" 2> /dev/null
-[ -f "$W/DONE" ] && exit 0 || exit 3
+[ -f "$W/DONE" ] && exit 0
+alive && exit 3
+echo "collect_run: the run's process $(cat "$W/pipeline.pid") ended without writing $W/DONE" >&2
+exit 4

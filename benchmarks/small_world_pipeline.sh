@@ -12,6 +12,9 @@
 # repository root (or a copy):
 #   MODE=gpu WORK=/tmp/p CORPUS=outputs/demo/world/speech bash benchmarks/small_world_pipeline.sh
 # Each step writes under $WORK (token caches under outputs/tokens/speech); logs in $WORK/logs.
+# On a borrowed machine whose checkout is re-copied at every call, start it with
+# benchmarks/device_chain.sh (private copies of the scripts and inputs). RESUME=1 keeps a trained
+# codec export and semantic tokenizer already under $WORK and starts at the token caches.
 # The generated audio ends in $WORK/eval_audio_flac.tar (collect_run.sh hands it back); where
 # pocketsphinx exists (not on Python 3.12), unpack it into D and run the ASR rows there:
 #   audiolm-jax eval wer --corpus C --reconstruction D/eval_audio/reconstruction \
@@ -20,6 +23,7 @@
 #     --acoustic-only D/eval_audio/acoustic_only --out results/eval_ablation_babble.json
 MODE=${MODE:-gpu}; W=${WORK:-/tmp/p}; C=${CORPUS:-outputs/demo/world/speech}
 mkdir -p $W/logs $W/results $W/gen
+rm -f $W/DONE; echo $$ > $W/pipeline.pid  # collect_run.sh stops waiting if this process dies
 log() { echo "[$(date +%T) +$(( $(date +%s) - T0 ))s] $*" | tee -a $W/logs/pipeline.log; }
 T0=$(date +%s)
 CLI="python3 -m audiolm_jax.cli"
@@ -28,6 +32,8 @@ if [ $MODE = gpu ]; then
   SPK=""; DET="--steps 300"; WER="--limit 40"; PAIRS_N="--pairs-lexical 25 --pairs-syntactic 5"
   EVAL_AUDIO="--prompts 8 --prompt-seconds 3 --seconds 7"
   export XLA_PYTHON_CLIENT_MEM_FRACTION=0.3
+  # Later steps load the models earlier steps compiled (stage LMs -> continuations, eval_audio).
+  export JAX_COMPILATION_CACHE_DIR=$W/jax_cache
 else
   CODEC_T=600; STAGE_T=400; W2V_T=1200; FIT="--max-hours 0.03"; CONT="--seconds 1 --samples 1 --dtype float32"
   W2V="--gin.train.num_train_steps=2 --gin.OptimizerConfig.warmup_steps=1 --gin.train_crops/audio_crop_batches.batch_size=2 --gin.train_crops/audio_crop_batches.crop_seconds=1.0"
@@ -39,6 +45,11 @@ else
 fi
 PAIRS=${PAIRS:-$W/pairs}
 log "start MODE=$MODE"
+# A rerun (RESUME=1) keeps the trained codec export and semantic tokenizer already under $WORK.
+if [ "${RESUME:-0}" = 1 ] && [ -d $W/codec_export ] && [ -d $W/tokenizer ]; then
+  log "resume: keeping $W/codec_export and $W/tokenizer"; SKIP_TOKENIZERS=1
+else SKIP_TOKENIZERS=0; fi
+if [ $SKIP_TOKENIZERS = 0 ]; then
 timeout -s TERM $CODEC_T $CLI train --gin_file=experiments/codec_speech_small_world --gin.CORPUS="'$C'" \
   --gin.train.workdir="'$W/codec'" --gin.train.eval_data=None --gin.train.eval_every=0 \
   --gin.train.num_train_steps=100000 --gin.CodecObjective.discriminator_start_step=1500 $CODEC \
@@ -52,6 +63,7 @@ $CLI semantic fit-kmeans --checkpoint $W/w2v --corpus $C --out $W/tokenizer \
 wait $CODEC_PID; log "codec rc=$?"
 $CLI export --checkpoint $W/codec/checkpoints --out $W/codec_export --prefix generator \
   --exclude embed_sum cluster_size --float-dtype bfloat16 > $W/logs/export.log 2>&1; log "export rc=$?"
+fi
 for s in train heldout_voices heldout_books; do
   $CLI tokenize --corpus $C --split $s --codec $W/codec_export --semantic $W/tokenizer \
     --out outputs/tokens/speech/$s --shards 4 --dataset small_world_speech --batch-size 16 \
@@ -76,8 +88,8 @@ unset XLA_PYTHON_CLIENT_MEM_FRACTION; export XLA_PYTHON_CLIENT_PREALLOCATE=false
 python3 benchmarks/semantic.py --tokenizer $W/tokenizer --codec $W/codec_export --corpus $C \
   --split heldout_voices --skip-throughput --out $W/results/semantic.json > $W/logs/abx.log 2>&1 &
 ABX_PID=$!
-for p in $(find $C/heldout_voices -name "*.flac" | sort | awk -F/ '{print $(NF-2)" "$0}' | sort -k1,1 -u | cut -d' ' -f2 | head -n 2); do
-  n=$(basename $p .flac)
+for p in $(find $C/heldout_voices \( -name "*.flac" -o -name "*.opus" \) | sort | awk -F/ '{print $(NF-2)" "$0}' | sort -k1,1 -u | cut -d' ' -f2 | head -n 2); do
+  n=$(basename $p); n=${n%.*}
   $CLI continue --prompt $p --max-prompt-seconds 3 $CONT --out $W/gen/$n --semantic $W/stage_semantic \
     --coarse $W/stage_coarse --fine $W/stage_fine --codec $W/codec_export --tokenizer $W/tokenizer \
     > $W/logs/continue_$n.log 2>&1; log "continue $n rc=$?"

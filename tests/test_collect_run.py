@@ -1,6 +1,6 @@
 """benchmarks/collect_run.sh: packs a detached run's logs and results (never its bulky files),
-exits 0 when the run is done and 3 when the time limit came first; the benchmark scripts pass
-shellcheck."""
+exits 0 when the run is done, 3 when the time limit came first, 4 when the run died;
+benchmarks/device_chain.sh runs the pipeline from private copies; the scripts pass shellcheck."""
 import os
 import shutil
 import subprocess
@@ -11,6 +11,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "benchmarks", "collect_run.sh")
+CHAIN_SCRIPT = os.path.join(ROOT, "benchmarks", "device_chain.sh")
 
 
 def _run(work, out, limit):
@@ -49,6 +50,64 @@ def test_returns_3_when_the_run_is_still_going(tmp_path):
     assert result.returncode == 3
     assert (tmp_path / "out" / "run.tgz").exists()
     assert not (tmp_path / "out" / "eval_audio_flac.tar").exists()   # only once the run is done
+
+
+def test_returns_4_at_once_when_the_run_died_without_done(tmp_path):
+    work = tmp_path / "w"
+    (work / "logs").mkdir(parents=True)
+    (work / "logs" / "pipeline.log").write_text("[+1s] start\n")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (work / "pipeline.pid").write_text(f"{dead.pid}\n")
+    started = time.monotonic()
+    result = _run(work, tmp_path / "out", 30)
+    assert result.returncode == 4, result.stderr
+    assert time.monotonic() - started < 10 and "ended without writing" in result.stderr
+    assert (tmp_path / "out" / "run.tgz").exists()
+
+
+# A stand-in pipeline: records where it ran and what it was handed, then finishes.
+FAKE_PIPELINE = """#!/bin/bash
+mkdir -p $WORK/logs $WORK/results; echo $$ > $WORK/pipeline.pid
+printf '%s\\n' "$PWD" "$CORPUS" "$PAIRS" "$PYTHONPATH" "$MODE" > $WORK/results/env.txt
+ls $CORPUS > $WORK/results/corpus.txt
+echo "[+0s] DONE" > $WORK/logs/pipeline.log; touch $WORK/DONE
+"""
+
+
+def _fake_snapshot(tmp_path):
+    snap = tmp_path / "snap"
+    (snap / "benchmarks").mkdir(parents=True)
+    (snap / "benchmarks" / "small_world_pipeline.sh").write_text(FAKE_PIPELINE)
+    shutil.copy(SCRIPT, snap / "benchmarks" / "collect_run.sh")
+    (tmp_path / "corpus" / "train").mkdir(parents=True)
+    return snap
+
+
+def test_device_chain_runs_the_pipeline_from_private_copies(tmp_path):
+    snap = _fake_snapshot(tmp_path)
+    chain, work = tmp_path / "chain", tmp_path / "w"
+    env = dict(os.environ, CHAIN=str(chain), WORK=str(work), MODE="cpu")
+    result = subprocess.run(["bash", CHAIN_SCRIPT, str(snap), str(tmp_path / "corpus"), "none",
+                             "none", str(tmp_path / "out"), "30"], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    cwd, corpus, pairs, pythonpath, mode = (work / "results" / "env.txt").read_text().split("\n")[:5]
+    assert cwd == str(chain / "snap") and corpus == str(chain / "corpus")
+    assert pairs == str(chain / "pairs") and pythonpath.split(":") == [str(chain / "site"), cwd]
+    assert mode == "cpu" and (work / "results" / "corpus.txt").read_text() == "train\n"
+    with tarfile.open(tmp_path / "out" / "run.tgz") as tar:
+        assert "results/env.txt" in tar.getnames()
+
+
+def test_device_chain_refuses_a_missing_corpus(tmp_path):
+    snap = _fake_snapshot(tmp_path)
+    result = subprocess.run(["bash", CHAIN_SCRIPT, str(snap), str(tmp_path / "nope"), "none",
+                             "none", str(tmp_path / "out"), "5"],
+                            env=dict(os.environ, CHAIN=str(tmp_path / "chain"),
+                                     WORK=str(tmp_path / "w")),
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "nope is not a folder" in result.stderr
 
 
 def test_pack_audio_writes_lossless_flac_named_by_folder(tmp_path):
