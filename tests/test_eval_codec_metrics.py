@@ -161,3 +161,28 @@ def test_speed_benchmark_imports_neither_tensorflow_nor_librosa():
             "bad = [m for m in ('tensorflow', 'librosa', 'torch') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
+
+
+@pytest.mark.needs_tools
+@pytest.mark.skipif(shutil.which("opusenc") is None, reason="opus-tools not installed")
+def test_score_reconstructions_matches_files_to_originals_and_orders_by_quality(tmp_path):
+    import score_reconstructions as sr
+    corpus = synthetic_corpus(tmp_path / "corpus")
+    rng = np.random.default_rng(0)
+    for level in ("clean", "noisy"):
+        (tmp_path / level).mkdir()
+        for i in range(2):
+            ref = speech_like(2.0, seed=i)[:16000]   # sources may have been cut: 1 s of 2 s
+            noise = {"clean": 0.001, "noisy": 0.05}[level] * rng.standard_normal(ref.size)
+            save_audio(tmp_path / level / f"voice{i}-book-0000.wav", ref + noise.astype(np.float32))
+    scores = {level: sr.score(sr.matched_pairs(str(corpus), str(tmp_path / level)), 6.0,
+                              ("stoi", "mel_distance"), workers=0) for level in ("clean", "noisy")}
+    assert scores["clean"]["utterances"] == ["voice0-book-0000", "voice1-book-0000"]
+    assert scores["clean"]["stoi"]["codec"]["mean"] > scores["noisy"]["stoi"]["codec"]["mean"]
+    assert scores["clean"]["mel_distance"]["codec"]["mean"] < 0.2
+    diff = scores["clean"]["codec_minus_opus"]["opus_6kbps"]["mel_distance"]
+    assert diff["n"] == 2 and diff["mean"] < 0   # near-clean audio is closer than Opus at 6 kbps
+    (tmp_path / "clean" / "stranger-book-0000.wav").write_bytes(
+        (tmp_path / "clean" / "voice0-book-0000.wav").read_bytes())
+    with pytest.raises(SystemExit, match="stranger-book-0000.wav.*are not utterances"):
+        sr.matched_pairs(str(corpus), str(tmp_path / "clean"))
