@@ -28,7 +28,7 @@ log() { echo "[$(date +%T) +$(( $(date +%s) - T0 ))s] $*" | tee -a $W/logs/pipel
 T0=$(date +%s)
 CLI="python3 -m audiolm_jax.cli"
 if [ $MODE = gpu ]; then
-  CODEC_T=420; STAGE_T=150; W2V_T=330; W2V=""; CODEC=""; STAGE=""; FIT=""; CONT="--seconds 7 --samples 2"
+  CODEC_T=500; STAGE_T=150; W2V_T=330; W2V=""; CODEC=""; STAGE=""; FIT=""; CONT="--seconds 7 --samples 2"
   SPK=""; DET="--steps 300"; WER="--limit 40"; PAIRS_N="--pairs-lexical 25 --pairs-syntactic 5"
   EVAL_AUDIO="--prompts 8 --prompt-seconds 3 --seconds 7"
   export XLA_PYTHON_CLIENT_MEM_FRACTION=0.3
@@ -88,7 +88,9 @@ unset XLA_PYTHON_CLIENT_MEM_FRACTION; export XLA_PYTHON_CLIENT_PREALLOCATE=false
 python3 benchmarks/semantic.py --tokenizer $W/tokenizer --codec $W/codec_export --corpus $C \
   --split heldout_voices --skip-throughput --out $W/results/semantic.json > $W/logs/abx.log 2>&1 &
 ABX_PID=$!
-for p in $(find $C/heldout_voices \( -name "*.flac" -o -name "*.opus" \) | sort | awk -F/ '{print $(NF-2)" "$0}' | sort -k1,1 -u | cut -d' ' -f2 | head -n 2); do
+# The `continue` CLI (WAVs, spectrogram, tokens JSON) on one prompt; eval_audio.py below writes
+# the continuations of 8 prompts in one batch.
+for p in $(find $C/heldout_voices \( -name "*.flac" -o -name "*.opus" \) | sort | awk -F/ '{print $(NF-2)" "$0}' | sort -k1,1 -u | cut -d' ' -f2 | head -n 1); do
   n=$(basename $p); n=${n%.*}
   $CLI continue --prompt $p --max-prompt-seconds 3 $CONT --out $W/gen/$n --semantic $W/stage_semantic \
     --coarse $W/stage_coarse --fine $W/stage_fine --codec $W/codec_export --tokenizer $W/tokenizer \
