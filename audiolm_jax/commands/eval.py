@@ -237,9 +237,9 @@ def _ablation(args) -> dict:
 
         _need(args, "classifier", why="the speaker classifier run")
         model = load_classifier(args.classifier)
-        for name, directory in dirs.items():
-            out[f"speaker_accuracy_{name}"] = speaker_table(
-                model, index, {"continuation": directory}, args.skip_seconds)["continuation"]
+        table = speaker_table(model, index, continuation_skip_seconds=args.skip_seconds,
+                              continuations=dirs)   # the originals are classified once
+        out.update({f"speaker_accuracy_{name}": table[name] for name in dirs})
     else:
         out["speaker_note"] = "no --classifier: speaker accuracy rows left out"
     # No reference text exists for new speech: score how much its transcript reads like the

@@ -51,49 +51,74 @@ def _load(path: str, skip_seconds: float = 0.0) -> np.ndarray:
 
 # --- speaker (Table III) ---------------------------------------------------------------------------
 
-def speaker_accuracy(model, items: Sequence[tuple[str, str]], skip_seconds: float = 0.0,
-                     progress: Callable[[str], None] | None = None) -> dict:
-    """Window-aggregated accuracy over (audio path, expected speaker) items, Wilson CI."""
+def predicted_speakers(model, paths: Sequence[str], skip_seconds: float = 0.0,
+                       progress: Callable[[str], None] | None = None) -> list[str]:
+    """The classifier's speaker (window-aggregated log-probabilities) of each audio file."""
     from audiolm_jax.eval.speaker_classifier import predict_log_probs  # noqa: PLC0415
 
-    labels = model.config.labels
-    correct, confusions = [], {}
-    for i, (path, speaker) in enumerate(items):
-        predicted = labels[int(np.argmax(predict_log_probs(model, _load(path, skip_seconds))))]
-        correct.append(float(predicted == speaker))
-        if predicted != speaker:
-            key = f"{speaker}->{predicted}"
-            confusions[key] = confusions.get(key, 0) + 1
+    labels, out = model.config.labels, []
+    for i, path in enumerate(paths):
+        out.append(labels[int(np.argmax(predict_log_probs(model, _load(path, skip_seconds))))])
         if progress and (i + 1) % 10 == 0:
-            progress(f"  {i + 1}/{len(items)} scored")
+            progress(f"  {i + 1}/{len(paths)} scored")
+    return out
+
+
+def accuracy_row(predicted: Sequence[str], expected: Sequence[str], labels: Sequence[str]) -> dict:
+    """Accuracy with Wilson CI, confusions ("expected->predicted": count) and chance."""
+    correct, confusions = [], {}
+    for guess, speaker in zip(predicted, expected):
+        correct.append(float(guess == speaker))
+        if guess != speaker:
+            key = f"{speaker}->{guess}"
+            confusions[key] = confusions.get(key, 0) + 1
     out = accuracy_summary(correct)
     out["confusions"] = dict(sorted(confusions.items()))
     out["chance"] = 1.0 / len(labels)
     return out
 
 
+def speaker_accuracy(model, items: Sequence[tuple[str, str]], skip_seconds: float = 0.0,
+                     progress: Callable[[str], None] | None = None) -> dict:
+    """Window-aggregated accuracy over (audio path, expected speaker) items, Wilson CI."""
+    predicted = predicted_speakers(model, [p for p, _ in items], skip_seconds, progress)
+    return accuracy_row(predicted, [s for _, s in items], model.config.labels)
+
+
 def speaker_table(model, index: CorpusIndex, generated: Mapping[str, str] | None = None,
                   continuation_skip_seconds: float = 3.0,
-                  progress: Callable[[str], None] | None = None) -> dict:
-    """Speaker accuracy of the original eval-role utterances (by split) and of each directory of
-    generated audio in `generated` ({kind: dir}); continuations skip their first
-    `continuation_skip_seconds` (the prompt is excluded, as in the paper)."""
+                  progress: Callable[[str], None] | None = None,
+                  continuations: Mapping[str, str] | None = None) -> dict:
+    """Speaker accuracy of the original eval-role utterances (by split and all together, each
+    utterance classified once) and of each directory of generated audio in `generated`
+    ({kind: dir}) and `continuations` ({row name: dir}, rows scored like `continuation`).
+    Continuations skip their first `continuation_skip_seconds` (the prompt is excluded, as in
+    the paper)."""
     from audiolm_jax.eval.speaker_data import check_labels, speaker_roles  # noqa: PLC0415
 
-    check_labels(model.config.labels, index)
+    labels = model.config.labels
+    check_labels(labels, index)
+    directories = {kind: (d, continuation_skip_seconds if kind == "continuation" else 0.0)
+                   for kind, d in (generated or {}).items()}
+    overlap = set(directories) & set(continuations or {})
+    if overlap:
+        raise ValueError(f"rows named in both generated and continuations: {sorted(overlap)}")
+    directories.update({name: (d, continuation_skip_seconds)
+                        for name, d in (continuations or {}).items()})
     out: dict = {}
     eval_role = speaker_roles(index)["eval"]
+    predicted = predicted_speakers(model, [e.path for e in eval_role], progress=progress)
+    expected = [e.speaker for e in eval_role]
     for split in sorted({e.split for e in eval_role}):
-        items = [(e.path, e.speaker) for e in eval_role if e.split == split]
-        out[f"original_{split}"] = speaker_accuracy(model, items, progress=progress)
-    all_items = [(e.path, e.speaker) for e in eval_role]
-    out["original"] = speaker_accuracy(model, all_items, progress=progress)
-    for kind, directory in (generated or {}).items():
+        chosen = [i for i, e in enumerate(eval_role) if e.split == split]
+        out[f"original_{split}"] = accuracy_row([predicted[i] for i in chosen],
+                                                [expected[i] for i in chosen], labels)
+    out["original"] = accuracy_row(predicted, expected, labels)
+    for name, (directory, skip) in directories.items():
         matched, unmatched = generated_files(directory, index)
-        skip = continuation_skip_seconds if kind == "continuation" else 0.0
         row = speaker_accuracy(model, [(p, e.speaker) for p, e in matched], skip, progress)
         row.update(directory=directory, unmatched=len(unmatched), skip_seconds=skip)
-        out[kind] = row
+        out[name] = row
     return out
 
 
