@@ -70,11 +70,7 @@ def patched(variant: str):
             # the difference is the bias alone, not cuDNN against XLA.
             if not attention_module.cudnn_supported(query, key):
                 return jax.nn.dot_product_attention(query, key, value, is_causal=True)
-            length = query.shape[1]
-            query, key, value = (attention_module._pad_length(x, (1,), 2)
-                                 for x in (query, key, value))
-            return jax.nn.dot_product_attention(query, key, value, is_causal=True,
-                                                implementation="cudnn")[:, :length]
+            return attention_module.even_length_attention(query, key, value, None, "cudnn")
         patch(attention_module, "fast_causal_attention", unbiased)
     try:
         yield

@@ -117,6 +117,16 @@ def test_odd_length_padding_for_cudnn_matches_reference_with_gradients():
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
 
 
+def test_odd_length_padding_without_bias_matches_reference():
+    """bias=None (lm_step_profile's no_bias ablation) is the reference attention with no bias."""
+    length, heads, dim = 5, 2, 8
+    q, k, v = (jax.random.normal(jax.random.key(i), (1, length, heads, dim)) for i in range(3))
+    positions = jnp.arange(length)
+    want = reference_attention(q, k, v, jnp.zeros(()), causal_mask(positions, positions))
+    unbiased = jax.jit(lambda q, k, v: even_length_attention(q, k, v, None, None))
+    np.testing.assert_allclose(unbiased(q, k, v), want, atol=1e-5, rtol=1e-5)
+
+
 def test_fast_model_matches_reference_model():
     tokens = _tokens()
     fast = forward(_model(dataclasses.replace(TINY, attention="fast")), tokens)
