@@ -44,6 +44,15 @@ else
   EVAL_AUDIO="--prompts 4 --prompt-seconds 3 --seconds 1 --max-seconds 4.5 --dtype float32"
 fi
 PAIRS=${PAIRS:-$W/pairs}
+# Inference steps (tokenize, generation, evaluation) compile a program per shape and run each
+# briefly: on GPU, XLA's kernel autotuning would dominate them (the tokenize job spent 136 s of
+# its first shard compiling). Off for those steps, kept for training; probed first, since XLA
+# aborts on a flag it does not know.
+BASE_XLA_FLAGS=${XLA_FLAGS:-}; INFER_XLA_FLAGS=$BASE_XLA_FLAGS
+if [ $MODE = gpu ] && XLA_FLAGS="$BASE_XLA_FLAGS --xla_gpu_autotune_level=0" \
+    python3 -c "import jax; jax.devices()" > /dev/null 2>&1; then
+  INFER_XLA_FLAGS="$BASE_XLA_FLAGS --xla_gpu_autotune_level=0"
+fi
 log "start MODE=$MODE"
 # A rerun (RESUME=1) keeps the trained codec export and semantic tokenizer already under $WORK.
 if [ "${RESUME:-0}" = 1 ] && [ -d $W/codec_export ] && [ -d $W/tokenizer ]; then
@@ -64,12 +73,14 @@ wait $CODEC_PID; log "codec rc=$?"
 $CLI export --checkpoint $W/codec/checkpoints --out $W/codec_export --prefix generator \
   --exclude embed_sum cluster_size --float-dtype bfloat16 > $W/logs/export.log 2>&1; log "export rc=$?"
 fi
+export XLA_FLAGS=$INFER_XLA_FLAGS
 for s in train heldout_voices heldout_books; do
   $CLI tokenize --corpus $C --split $s --codec $W/codec_export --semantic $W/tokenizer \
     --out outputs/tokens/speech/$s --shards 4 --dataset small_world_speech --batch-size 16 \
     > $W/logs/tokenize_$s.log 2>&1 &
 done
 wait; log "tokenize done: $(tail -qn1 $W/logs/tokenize_*.log | tr '\n' ' ')"
+export XLA_FLAGS=$BASE_XLA_FLAGS
 # The three stages, the acoustic-only baseline and the speaker classifier share the GPU and one
 # time box (memory: 4 x 0.2 + 0.1). On CPU (~9 GB of RAM per acoustic stage) the baseline and
 # the classifier start after the three stages.
@@ -85,6 +96,7 @@ timeout -s TERM $STAGE_T $CLI train --gin_file=experiments/speaker_small_world -
   --gin.train.workdir="'$W/speaker'" $SPK > $W/logs/speaker.log 2>&1 &
 wait; log "stages + acoustic-only + speaker classifier done"
 unset XLA_PYTHON_CLIENT_MEM_FRACTION; export XLA_PYTHON_CLIENT_PREALLOCATE=false
+export XLA_FLAGS=$INFER_XLA_FLAGS
 python3 benchmarks/semantic.py --tokenizer $W/tokenizer --codec $W/codec_export --corpus $C \
   --split heldout_voices --skip-throughput --out $W/results/semantic.json > $W/logs/abx.log 2>&1 &
 ABX_PID=$!
@@ -131,6 +143,7 @@ unset XLA_PYTHON_CLIENT_PREALLOCATE
 # The generated audio as FLAC in one tar (for ASR or listening on another machine).
 python3 benchmarks/pack_audio.py $W/eval_audio_flac.tar $E $W/gen > $W/logs/pack_audio.log 2>&1
 log "pack_audio rc=$? ($(tail -n1 $W/logs/pack_audio.log))"
+export XLA_FLAGS=$BASE_XLA_FLAGS   # speed figures with XLA's autotuning, as users run
 if [ $MODE = gpu ] && [ "${BENCH:-0}" = 1 ]; then  # paper-size speed (measured separately too)
   python3 benchmarks/train_stage.py --out $W/results/train_stage.json > $W/logs/train_stage.log 2>&1; log "train_stage rc=$?"
   python3 benchmarks/generate.py --out $W/results/generate.json > $W/logs/generate.log 2>&1; log "generate rc=$?"
