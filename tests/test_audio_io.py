@@ -244,6 +244,23 @@ def test_lossy_round_trips(tmp_path, name, subtype):
     assert snr_db > 15, snr_db
 
 
+def test_opus_bitrate_sets_the_size_and_keeps_the_length(tmp_path):
+    wav = speech_like(4.0, 16000, seed=8)
+    sizes = {}
+    for kbps in (12, 32):
+        save_audio(tmp_path / f"{kbps}.opus", wav, bitrate_kbps=kbps)
+        back = load_audio(tmp_path / f"{kbps}.opus")
+        assert len(back) == len(wav)  # pre-skip and end trim applied by libsndfile
+        sizes[kbps] = os.path.getsize(tmp_path / f"{kbps}.opus") * 8 / 4.0 / 1000  # kbit/s
+    # Variable bitrate around the target, plus the Ogg pages' ~1.5 kbit/s.
+    assert 6 < sizes[12] < 16 and 24 < sizes[32] < 38, sizes
+    with pytest.raises(ValueError, match="Opus only"):
+        save_audio(tmp_path / "a.flac", wav, bitrate_kbps=24)
+    with pytest.raises(ValueError, match="outside"):
+        save_audio(tmp_path / "a.opus", wav, bitrate_kbps=300)
+    assert audio_io._opus_compression_level("a.opus", "OPUS", None) is None
+
+
 def test_mp3_decodes(tmp_path):
     wav = speech_like(1.0, 16000, seed=7)
     sf.write(tmp_path / "a.mp3", wav, 16000, format="MP3", subtype="MPEG_LAYER_III")

@@ -51,6 +51,10 @@ _WRITE_FORMATS = {
     ".opus": ("OGG", "OPUS", ("OPUS",)),
 }
 _OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
+# libsndfile sets an Opus encoder's target from its compression level q in [0, 1] as
+# (int)((1 - q) * 250000 + 6000) bit/s per channel (ogg_opus.c), so 6 to 256 kbit/s per channel.
+# The coder stays in its default (variable bitrate) mode: libsndfile 1.2 has no Opus bitrate mode.
+_OPUS_KBPS_RANGE = (6.0, 256.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -346,24 +350,29 @@ def _ogg_truncation(fh, size: int) -> str | None:
 # ----------------------------------------------------------------------------- writing
 
 def save_audio(path: str | os.PathLike, wav: np.ndarray, sample_rate: int = SAMPLE_RATE,
-               subtype: str | None = None) -> None:
+               subtype: str | None = None, bitrate_kbps: float | None = None) -> None:
     """Write float `[samples]` (or `[samples, channels]`) audio in [-1, 1], atomically.
 
     The format follows the extension: .flac (PCM_16), .wav (PCM_16, or `subtype="FLOAT"`),
-    .ogg (VORBIS, or `subtype="OPUS"`), .opus (OPUS). Samples outside [-1, 1] are clipped;
-    NaN/Inf raise `AudioNonFinite` and an empty array raises `AudioEmpty` (nothing is written).
-    The file appears complete or not at all: temp file in the same directory, fsync, os.replace.
+    .ogg (VORBIS, or `subtype="OPUS"`), .opus (OPUS). `bitrate_kbps` (Opus only, 6 to 256 per
+    channel) is the encoder's target in variable-bitrate mode; the Ogg pages add about 1.5 kbit/s
+    on top; None keeps libsndfile's default. Decoding gives back exactly the written number of
+    samples (libsndfile applies the Opus pre-skip and end trim). Samples outside [-1, 1] are
+    clipped; NaN/Inf raise `AudioNonFinite` and an empty array raises `AudioEmpty` (nothing is
+    written). The file appears complete or not at all: temp file in the same directory, fsync,
+    os.replace.
     """
     path = os.fspath(path)
     _check_rate(sample_rate, "sample_rate")
     fmt, subtype = _write_format(path, subtype, sample_rate)
     data = _checked_samples(path, wav)
+    level = _opus_compression_level(path, subtype, bitrate_kbps)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
         os.close(fd)
-        sf.write(tmp, data, sample_rate, format=fmt, subtype=subtype)
+        sf.write(tmp, data, sample_rate, format=fmt, subtype=subtype, compression_level=level)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.chmod(tmp, _target_mode(path))
@@ -389,6 +398,21 @@ def _write_format(path: str, subtype: str | None, sample_rate: int) -> tuple[str
         raise ValueError(f"{path}: Opus cannot store {sample_rate} Hz. Fix: resample to one of "
                          f"{', '.join(map(str, _OPUS_RATES))} Hz, or write .flac")
     return fmt, subtype
+
+
+def _opus_compression_level(path: str, subtype: str, bitrate_kbps: float | None) -> float | None:
+    """libsndfile's compression level for an Opus target of `bitrate_kbps` per channel."""
+    if bitrate_kbps is None:
+        return None
+    low, high = _OPUS_KBPS_RANGE
+    if subtype != "OPUS":
+        raise ValueError(f"{path}: bitrate_kbps is for Opus only, not {subtype}. "
+                         f"Fix: write .opus, or drop bitrate_kbps")
+    if isinstance(bitrate_kbps, bool) or not low <= float(bitrate_kbps) <= high:
+        raise ValueError(f"{path}: bitrate_kbps={bitrate_kbps!r} is outside Opus' {low:g} to "
+                         f"{high:g} kbit/s per channel")
+    # +0.5 bit/s: libsndfile truncates to int, and 1 - q is not exact in binary.
+    return 1.0 - (float(bitrate_kbps) * 1000.0 - low * 1000.0 + 0.5) / ((high - low) * 1000.0)
 
 
 def _checked_samples(path: str, wav) -> np.ndarray:
