@@ -8,7 +8,6 @@ backwards (same voice and spectrum, no words) stand in for the acoustic-only mod
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import sys
 
@@ -16,15 +15,21 @@ import sys
 def write_pairs(corpus: str, work: str, prompt_seconds: float = 3.0, min_seconds: float = 6.0) -> int:
     import soundfile as sf
 
+    from audiolm_jax.data.corpus import CorpusLayoutError, scan_corpus
+
+    try:  # any audio extension: the FLAC tree or its Opus copy (pack_corpus.py)
+        examples = scan_corpus(corpus, splits=["heldout_voices"])
+    except (FileNotFoundError, CorpusLayoutError):
+        return 0
     forward, backward = os.path.join(work, "forward"), os.path.join(work, "reversed")
     os.makedirs(forward, exist_ok=True)
     os.makedirs(backward, exist_ok=True)
     count = 0
-    for path in sorted(glob.glob(os.path.join(corpus, "heldout_voices", "*", "*", "*.flac"))):
-        wav, rate = sf.read(path)
+    for example in examples:
+        wav, rate = sf.read(example.path)
         if len(wav) < min_seconds * rate:
             continue
-        name = os.path.basename(path)[: -len(".flac")] + "-s0.wav"
+        name = f"{example.id}-s0.wav"
         cut = int(prompt_seconds * rate)
         reversed_wav = wav.copy()
         reversed_wav[cut:] = wav[cut:][::-1]

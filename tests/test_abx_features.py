@@ -64,6 +64,21 @@ def test_read_split_and_select(setup):
         abx_corpus.read_split(root, "nope")
 
 
+def test_read_split_finds_audio_in_any_codec(tmp_path):
+    from audiolm_jax.audio import load_audio, save_audio
+
+    _write_corpus(tmp_path, np.random.default_rng(0))
+    for flac in sorted(tmp_path.rglob("*.flac")):  # the tree as pack_corpus.py leaves it
+        save_audio(flac.with_suffix(".opus"), load_audio(flac), bitrate_kbps=24)
+        flac.unlink()
+    utts = abx_corpus.read_split(tmp_path, "heldout_voices")
+    assert len(utts) == 4 and all(u.audio.suffix == ".opus" and len(u.items) == 10 for u in utts)
+    for opus in tmp_path.rglob("*.opus"):
+        opus.unlink()
+    with pytest.raises(ValueError, match="no utterance with audio"):
+        abx_corpus.read_split(tmp_path, "heldout_voices")
+
+
 def test_features_rates_and_padding_invariance(setup):
     _, tokenizer, codec = setup
     wav = np.random.default_rng(2).uniform(-0.3, 0.3, 16000 + 100).astype(np.float32)

@@ -1,7 +1,7 @@
 """scan_corpus: every layout, text sources, order, ids, and errors that say what is wrong."""
 import pytest
 
-from audiolm_jax.data import CorpusLayoutError, scan_corpus
+from audiolm_jax.data import CorpusLayoutError, find_audio, is_audio_name, scan_corpus
 from corpus_trees import speech_text, write_piano_tree, write_speech_tree
 
 
@@ -101,3 +101,31 @@ def test_errors_name_root_and_expected_layout(tmp_path):
     with pytest.raises(KeyError, match="heldout_books"):
         scan_corpus(tmp_path / "tree").split("heldout_books")
 
+
+
+def test_find_audio_takes_the_file_or_the_same_stem_in_another_codec(tmp_path):
+    (tmp_path / "a.opus").write_bytes(b"x")
+    (tmp_path / "b.flac").write_bytes(b"x")
+    (tmp_path / "b.wav").write_bytes(b"x")
+    # A name recorded as .flac finds the transcoded .opus; a bare stem finds any codec.
+    assert find_audio(tmp_path / "a.flac") == str(tmp_path / "a.opus")
+    assert find_audio(tmp_path / "a") == str(tmp_path / "a.opus")
+    assert find_audio(tmp_path / "b.wav") == str(tmp_path / "b.wav")  # the file itself first
+    assert find_audio(tmp_path / "b") == str(tmp_path / "b.flac")  # then AUDIO_EXTENSIONS order
+    assert find_audio(tmp_path / "c.flac") is None
+    assert is_audio_name("x.OPUS") and is_audio_name("y.flac") and not is_audio_name("x.json")
+
+
+def test_opus_tree_scans_like_its_flac_original(tmp_path):
+    from audiolm_jax.audio import load_audio, save_audio
+
+    write_speech_tree(tmp_path / "flac")
+    flac = scan_corpus(tmp_path / "flac")
+    for e in flac:
+        out = tmp_path / "opus" / e.split / e.speaker / e.group / f"{e.id}.opus"
+        save_audio(out, load_audio(e.path), bitrate_kbps=16)
+        out.with_suffix(".json").write_bytes(open(e.meta_path, "rb").read())
+    opus = scan_corpus(tmp_path / "opus")
+    assert [(e.id, e.split, e.speaker, e.group, e.text) for e in opus] == \
+           [(e.id, e.split, e.speaker, e.group, e.text) for e in flac]
+    assert all(e.path.endswith(".opus") for e in opus)

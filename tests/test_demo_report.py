@@ -190,3 +190,9 @@ def test_pick_prompts_one_per_voice_then_others(tmp_path):
     assert pick_prompts(tmp_path, count=4) == [a0, b1, a_mark, a1]
     with pytest.raises(RuntimeError, match="no utterance"):
         pick_prompts(tmp_path, count=2, min_seconds=60.0)
+    # A packed (Opus) world: the same choice, hidden temp files ignored.
+    for path in (a0, a1, a_mark, b1):
+        sf.write(path.with_suffix(".opus"), sf.read(path)[0], RATE, format="OGG", subtype="OPUS")
+        path.unlink()
+    (tmp_path / "a" / "luke" / ".a-luke-0000.opus.tmp.opus").write_bytes(b"")
+    assert pick_prompts(tmp_path, count=3) == [p.with_suffix(".opus") for p in (a0, b1, a_mark)]

@@ -108,6 +108,23 @@ def test_plan_pairs_lays_out_both_kinds_per_voice():
     assert all(it.good_path.endswith("_good.flac") and it.kind in it.good_path for it in items)
 
 
+def test_load_pairs_finds_members_transcoded_to_another_codec(tmp_path):
+    import dataclasses
+    import json
+
+    items = pairs.plan_pairs(0, 1, ["flite_awb"], [], [], min_count=1)
+    manifest = {"format": "audiolm_jax.pairs/1", "items": [dataclasses.asdict(it) for it in items]}
+    (tmp_path / pairs.MANIFEST).write_text(json.dumps(manifest))
+    first = items[0]
+    # pack_corpus.py keeps pairs.json as built (.flac names) and writes {stem}.opus.
+    (tmp_path / first.good_path).parent.mkdir(parents=True)
+    (tmp_path / first.good_path).with_suffix(".opus").write_bytes(b"OggS")
+    loaded = pairs.load_pairs(str(tmp_path))
+    assert loaded[0].good_path == first.good_path[:-len(".flac")] + ".opus"
+    assert loaded[0].bad_path == first.bad_path  # nothing there: the name stays, for the error
+    assert loaded[1:] == items[1:]
+
+
 # --- piano ----------------------------------------------------------------------------------------
 
 def test_key_finding_and_pairwise_win():

@@ -9,6 +9,8 @@ from audiolm_jax.data.corpus import (
     CorpusIndex,
     CorpusLayoutError,
     Example,
+    find_audio,
+    is_audio_name,
     scan_corpus,
 )
 from audiolm_jax.data.crops import (
@@ -23,6 +25,6 @@ from audiolm_jax.data.crops import (
 
 __all__ = [
     "AudioCropReader", "try_load_audio", "AUDIO_EXTENSIONS", "LAYOUTS", "CorpusIndex",
-    "CorpusLayoutError", "Example", "scan_corpus", "crop_example", "crop_length", "crop_offset",
-    "crop_rng", "length_mask", "random_crop", "stable_seed",
+    "CorpusLayoutError", "Example", "find_audio", "is_audio_name", "scan_corpus", "crop_example",
+    "crop_length", "crop_offset", "crop_rng", "length_mask", "random_crop", "stable_seed",
 ]

@@ -9,9 +9,10 @@ reader and the TFDS builders. Layouts (see the corpus contract):
   piano        {root}/{split}/{performer}/{piece}/{name}.flac  (+ {name}.mid, {name}.json)
 
 `speaker` is the second level (the performer for piano) and `group` the third (book, chapter,
-piece). Audio may be FLAC, WAV or OGG. Decoding problems are the reader's business; listing
-problems that do not stop the scan (an audio file at the wrong depth, unreadable JSON) are kept in
-`CorpusIndex.problems` with a reason.
+piece). Audio may be FLAC, WAV, OGG or Opus (`benchmarks/pack_corpus.py` transcodes a tree to
+Opus and leaves the `.flac` names inside its JSON manifests: `find_audio` resolves them).
+Decoding problems are the reader's business; listing problems that do not stop the scan (an audio
+file at the wrong depth, unreadable JSON) are kept in `CorpusIndex.problems` with a reason.
 """
 from __future__ import annotations
 
@@ -107,8 +108,7 @@ def scan_corpus(root: str | os.PathLike, layout: str = "libri_light",
         for dirpath, dirnames, filenames in os.walk(os.path.join(root, split)):
             dirnames[:] = sorted(_visible(dirnames))
             rel = os.path.relpath(dirpath, root).split(os.sep)
-            audio = sorted(f for f in _visible(filenames)
-                           if os.path.splitext(f)[1].lower() in AUDIO_EXTENSIONS)
+            audio = sorted(f for f in _visible(filenames) if is_audio_name(f))
             if not audio:
                 continue
             if len(rel) + 1 != _AUDIO_DEPTH:
@@ -142,6 +142,29 @@ def scan_corpus(root: str | os.PathLike, layout: str = "libri_light",
         examples += [dataclasses.replace(e, id=i) for (_, e), i in zip(in_split, ids)]
     examples.sort(key=lambda e: (e.split, e.id))
     return CorpusIndex(root=root, layout=layout, examples=tuple(examples), problems=problems)
+
+
+def is_audio_name(name: str | os.PathLike) -> bool:
+    """Whether a file name has one of the audio extensions a corpus may use (any case)."""
+    return os.path.splitext(os.fspath(name))[1].lower() in AUDIO_EXTENSIONS
+
+
+def find_audio(path: str | os.PathLike) -> str | None:
+    """The audio file for `path`, a file name with or without its audio extension: `path` itself
+    if it is a file, else the first existing `{stem}{ext}` for `ext` in AUDIO_EXTENSIONS; None if
+    there is none.
+
+    A tree transcoded to another codec keeps every stem, so a name recorded elsewhere (an ABX
+    sidecar beside `x.flac`, a pairs manifest naming `x.flac`) still finds `x.opus`.
+    """
+    path = os.fspath(path)
+    if os.path.isfile(path):
+        return path
+    stem = os.path.splitext(path)[0] if is_audio_name(path) else path
+    for ext in AUDIO_EXTENSIONS:
+        if os.path.isfile(stem + ext):
+            return stem + ext
+    return None
 
 
 def _visible(names):

@@ -56,8 +56,11 @@ def pick_prompts(split_dir: Path, count: int = NUM_PROMPTS,
     any other utterance."""
     import soundfile as sf  # noqa: PLC0415
 
-    long_enough = [p for p in sorted(split_dir.glob("*/*/*.flac"))
-                   if sf.info(os.fspath(p)).duration >= min_seconds]
+    from audiolm_jax.data.corpus import is_audio_name  # noqa: PLC0415
+
+    long_enough = [p for p in sorted(split_dir.glob("*/*/*"))
+                   if is_audio_name(p.name) and not p.name.startswith(".")
+                   and sf.info(os.fspath(p)).duration >= min_seconds]
     chosen: list[Path] = []
     for key in (lambda p: p.parts[-3], lambda p: p.parts[-3:-1], lambda p: p):
         seen = {key(p) for p in chosen}

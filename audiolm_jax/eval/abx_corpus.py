@@ -1,6 +1,7 @@
 """The ABX test set of a corpus split: utterances with speaker and phone timings -> triphone items.
 
-Reads the speech small world's layout (data/speech_world.py): beside every `{utt}.flac` a
+Reads the speech small world's layout (data/speech_world.py): beside every `{utt}.flac` (or
+any other audio extension, e.g. the `.opus` of a packed tree) a
 `{utt}.json` with `speaker` and `phones` = [[phone, start_s, end_s], ...] (flite/festival
 timings). Any tree with such JSON sidecars works (e.g. a LibriSpeech tree with forced alignments
 converted to this form).
@@ -13,6 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
+from audiolm_jax.data.corpus import AUDIO_EXTENSIONS, find_audio
 from audiolm_jax.eval.abx import SILENCES, AbxItem, triphone_items
 
 
@@ -33,9 +35,10 @@ def read_split(corpus: str | Path, split: str, extent: str = "triphone",
                                 f"(audiolm-jax corpus speech) or pass --corpus/--split")
     utterances = []
     for meta_path in sorted(root.rglob("*.json")):
-        audio = meta_path.with_suffix(".flac")
-        if not audio.is_file():
+        audio = find_audio(meta_path.with_suffix(""))
+        if audio is None:
             continue
+        audio = Path(audio)
         try:
             meta = json.loads(meta_path.read_text())
         except ValueError as e:
@@ -47,8 +50,9 @@ def read_split(corpus: str | Path, split: str, extent: str = "triphone",
         items = triphone_items(name, speaker, meta["phones"], extent=extent, skip=skip)
         utterances.append(AbxUtterance(name, audio, speaker, tuple(items)))
     if not utterances:
-        raise ValueError(f"{root}: no utterance with a .flac and a .json holding 'phones'; ABX "
-                         f"needs phone timings (the speech small world writes them)")
+        raise ValueError(f"{root}: no utterance with audio ({', '.join(AUDIO_EXTENSIONS)}) and a "
+                         f".json holding 'phones'; ABX needs phone timings (the speech small "
+                         f"world writes them)")
     return utterances
 
 

@@ -211,6 +211,7 @@ class _SynthTask:
 def _synthesize_pair(task: _SynthTask) -> str | None:
     """Writes both members of one pair; None, or the reason it failed."""
     from audiolm_jax.audio import SAMPLE_RATE, save_audio  # noqa: PLC0415
+    from audiolm_jax.data.corpus import find_audio  # noqa: PLC0415
     from audiolm_jax.data.speech_voices import VOICES, SynthesisError, synthesize  # noqa: PLC0415
 
     voice = {v.name: v for v in VOICES}[task.item.voice]
@@ -218,7 +219,7 @@ def _synthesize_pair(task: _SynthTask) -> str | None:
         for text, rel in ((task.item.good_text, task.item.good_path),
                           (task.item.bad_text, task.item.bad_path)):
             path = os.path.join(task.root, rel)
-            if os.path.isfile(path):
+            if find_audio(path):  # also kept: the same stem transcoded (pack_corpus.py)
                 continue
             try:
                 syn = synthesize(voice, text, [], workdir)
@@ -293,14 +294,30 @@ def build_pairs(out_dir: str, n_lexical: int = 50, n_syntactic_per_phenomenon: i
 
 
 def load_pairs(pairs_dir: str) -> list[PairItem]:
-    """The items of a `build_pairs` directory (paths stay relative to it)."""
+    """The items of a `build_pairs` directory (paths stay relative to it).
+
+    The manifest names `.flac` files; where one is missing but the same stem exists with another
+    audio extension (a directory transcoded by `benchmarks/pack_corpus.py`, e.g. `.opus`), the
+    item names that file instead. Packing leaves pairs.json byte-identical, like every other
+    non-audio file, rather than teaching the packer this one manifest format: the manifest keeps
+    describing what was built, and the loader finds its audio in whatever codec it was carried.
+    """
+    from audiolm_jax.data.corpus import find_audio  # noqa: PLC0415
+
     path = os.path.join(pairs_dir, MANIFEST)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} is missing; build the pairs first: "
                                 f"audiolm-jax eval pairs --build --pairs-dir {pairs_dir}")
     with open(path, encoding="utf-8") as fh:
         manifest = json.load(fh)
-    return [PairItem(**item) for item in manifest["items"]]
+
+    def resolve(rel: str) -> str:  # A missing file keeps its name, for the loader's error.
+        found = find_audio(os.path.join(pairs_dir, rel))
+        return os.path.relpath(found, pairs_dir) if found else rel
+
+    items = [PairItem(**item) for item in manifest["items"]]
+    return [dataclasses.replace(it, good_path=resolve(it.good_path),
+                                bad_path=resolve(it.bad_path)) for it in items]
 
 
 # --- scoring ---------------------------------------------------------------------------------------
