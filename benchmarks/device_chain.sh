@@ -7,8 +7,9 @@
 #   bash benchmarks/device_chain.sh SNAPSHOT CORPUS PAIRS WHEELS OUT_DIR LIMIT_SECONDS
 # SNAPSHOT: a source tree (`git archive HEAD | tar -x -C DIR`); CORPUS: the speech corpus root;
 # PAIRS: an `audiolm-jax eval pairs --build` folder ("none" to skip); WHEELS: a folder of wheels
-# the machine lacks ("none" if none). E.g. the first call (carrying .whl and .carry):
-#   bash benchmarks/device_chain.sh .carry/snap .carry/world/speech .carry/pairs .whl $OUT 480
+# the machine lacks ("none" if none). E.g. the first call, carrying .whl, .carry/snap,
+# .carry/world_opus and .carry/pairs_opus (corpus and pairs as Opus: benchmarks/pack_corpus.py):
+#   bash benchmarks/device_chain.sh .carry/snap .carry/world_opus/speech .carry/pairs_opus .whl $OUT 480
 # and every later call at once (nothing to carry; the machine is released after ~30 s idle):
 #   bash /tmp/chain/snap/benchmarks/collect_run.sh /tmp/p $OUT 540
 # CHAIN (default /tmp/chain) holds the copies and the installed wheels, WORK (default /tmp/p) the
