@@ -23,7 +23,7 @@ from codec_quality import (OPUS_MODES, SAMPLE_RATE, _executor, opus_condition,  
                            paired_difference, score_opus, score_pair, summary)
 
 from audiolm_jax.audio import load_audio  # noqa: E402
-from audiolm_jax.data.corpus import AUDIO_EXTENSIONS, scan_corpus  # noqa: E402
+from audiolm_jax.data.corpus import is_audio_name, scan_corpus  # noqa: E402
 from audiolm_jax.eval import codec_metrics  # noqa: E402
 from audiolm_jax.eval.run_info import command_line, machine_info, utc_now, write_json  # noqa: E402
 
@@ -31,7 +31,7 @@ from audiolm_jax.eval.run_info import command_line, machine_info, utc_now, write
 def matched_pairs(corpus: str, directory: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """[(id, original cut to the reconstruction's length, reconstruction)] in id order."""
     paths = {e.id: e.path for e in scan_corpus(corpus).examples}
-    names = sorted(n for n in os.listdir(directory) if n.endswith(AUDIO_EXTENSIONS))
+    names = sorted(n for n in os.listdir(directory) if is_audio_name(n))
     unknown = [n for n in names if os.path.splitext(n)[0] not in paths]
     if unknown or not names:
         raise SystemExit(f"score_reconstructions: {directory}: "

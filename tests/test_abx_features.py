@@ -9,7 +9,7 @@ from flax import nnx
 from audiolm_jax.eval import abx_corpus
 from audiolm_jax.eval.abx_features import CodecTokens, SemanticTokens, W2vBertLayers, levels_for_kbps
 from audiolm_jax.eval.codec_model import codec_config, init_codec
-from audiolm_jax.eval.semantic_abx import feature_names, run_abx
+from audiolm_jax.eval.semantic_abx import choose_layer_by_abx, feature_names, run_abx
 from audiolm_jax.semantic.tokenizer import SemanticTokenizer
 from audiolm_jax.semantic.w2v_bert import W2vBert, W2vBertConfig
 
@@ -122,3 +122,16 @@ def test_run_abx_writes_every_feature(setup):
                      progress=None)
     assert set(onehot["abx_within"]) == {"acoustic_2kbps", "acoustic_6kbps"}
     assert onehot["counts"]["acoustic_2kbps"]["distance"] == "mismatch"
+
+
+def test_choose_layer_by_abx_takes_the_lowest_across_speaker_error(setup):
+    root, tokenizer, _ = setup
+    layer, report = choose_layer_by_abx(root, "heldout_voices", tokenizer.model, max_items=None,
+                                        progress=None)
+    across = report["abx_across"]
+    assert set(across) == {"layer_1", "layer_2"} and report["criterion"] == "abx_across"
+    assert across == run_abx(root, "heldout_voices", w2v_bert=tokenizer.model, log_mel=False,
+                             progress=None)["abx_across"]
+    best = min(across.values())
+    assert layer == min(int(n[6:]) for n, v in across.items() if v == best) == report["layer"]
+    assert report["speakers"] == ["s1", "s2"] and report["items"] == 40

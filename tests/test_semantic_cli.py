@@ -145,3 +145,33 @@ def test_tokenize_errors(world):
     assert "refusing to overwrite" in message
     assert "no such audio file" in fails("tokenize", "--tokenizer", tokenizer, tmp / "no.wav",
                                          "--out", tmp / "x.npy")
+
+
+def test_fit_kmeans_with_a_layer_chooser_records_its_choice(world, tmp_path):
+    from audiolm_jax.semantic.fit import KMeansFitConfig, fit_tokenizer_from_checkpoint
+
+    _, corpus, run, _ = world
+    seen = []
+
+    def chooser(model):
+        seen.append(model.config)
+        return 1, {"criterion": "abx_across", "abx_across": {"layer_1": 0.25}}
+
+    config = KMeansFitConfig(layer=99, clusters=K, crop_seconds=2.0, batch_size=2, iters=3)
+    report = fit_tokenizer_from_checkpoint(run, corpus, tmp_path / "tok", config=config,
+                                           progress=lambda _: None, choose_layer=chooser)
+    assert seen == [TINY] and report["config"]["layer"] == 1
+    assert report["layer_selection"]["abx_across"] == {"layer_1": 0.25}
+    assert SemanticTokenizer.load(tmp_path / "tok").layer == 1
+    with pytest.raises(ValueError, match="picked layer 3"):
+        fit_tokenizer_from_checkpoint(run, corpus, tmp_path / "bad", config=config,
+                                      progress=lambda _: None, choose_layer=lambda m: (3, {}))
+
+
+def test_select_layer_on_refuses_layer_and_splits_without_phones(world):
+    tmp, corpus, run, _ = world
+    common = ["--corpus", corpus, "--clusters", K, "--out", tmp / "sel", *FIT_FLAGS]
+    assert "exclude each other" in fails("fit-kmeans", "--checkpoint", run, "--layer", 1,
+                                         "--select-layer-on", "train", *common)
+    message = fails("fit-kmeans", "--checkpoint", run, "--select-layer-on", "train", *common)
+    assert "train" in message and ("phone" in message or "no utterance" in message), message

@@ -18,6 +18,7 @@ ids independent of the bucket size.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -48,6 +49,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--split", default="train", help="split to fit on (default train)")
     fit.add_argument("--layer", type=int, default=None,
                      help="MLM layer, 1-based (AudioLM: 7; default from gin, else 7)")
+    fit.add_argument("--select-layer-on", default=None, metavar="SPLIT",
+                     help="choose the MLM layer with the lowest across-speaker ABX error on this "
+                          "split of --corpus (needs phone timings in its JSON sidecars; the "
+                          "per-layer errors go to fit.json); excludes --layer")
+    fit.add_argument("--select-layer-items", type=int, default=1000,
+                     help="ABX items for --select-layer-on (whole utterances, speakers in turn)")
     fit.add_argument("--clusters", type=int, default=None,
                      help="K, the vocabulary size (AudioLM: 1024; default from gin, else 1024)")
     fit.add_argument("--out", required=True, help="tokenizer directory to write (replaced)")
@@ -88,11 +95,23 @@ def _run_fit(args: argparse.Namespace) -> int:
                                        ("max_hours", args.max_hours), ("layout", args.layout))
                      if v is not None}
         fit_config = dataclasses.replace(KMeansFitConfig(), **overrides)
+        choose_layer = None
+        if args.select_layer_on is not None:
+            if args.layer is not None:
+                raise ValueError("--layer and --select-layer-on exclude each other: give a "
+                                 "layer, or a split to choose it on")
+            from audiolm_jax.eval.semantic_abx import choose_layer_by_abx
+
+            choose_layer = functools.partial(choose_layer_by_abx, args.corpus,
+                                             args.select_layer_on,
+                                             max_items=args.select_layer_items)
         report = fit_tokenizer_from_checkpoint(args.checkpoint, args.corpus, args.out, args.split,
-                                               fit_config, step=args.step)
+                                               fit_config, step=args.step,
+                                               choose_layer=choose_layer)
     except (FileNotFoundError, ValueError, KeyError) as e:
         raise _fail("fit-kmeans", e) from e
-    print(json.dumps({k: report[k] for k in ("step", "audio", "empty_clusters", "cluster_perplexity")}))
+    print(json.dumps({k: report[k] for k in ("step", "audio", "empty_clusters", "cluster_perplexity")}
+                     | {"layer": report["config"]["layer"]}))
     return 0
 
 

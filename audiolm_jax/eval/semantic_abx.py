@@ -135,6 +135,31 @@ def run_abx(corpus: str | Path, split: str = "heldout_voices", *,
     }
 
 
+def choose_layer_by_abx(corpus: str | Path, split: str, model: W2vBert, *,
+                        max_items: int | None = 1000,
+                        progress: Callable[[str], None] = print) -> tuple[int, dict]:
+    """(1-based MLM layer, report): the layer of `model` whose raw activations have the lowest
+    across-speaker ABX error on `split` (within-speaker on a one-speaker split), ties to the
+    shallower layer, and every layer's errors. For `semantic fit-kmeans --select-layer-on`:
+    AudioLM picks its layer by such a probe (Figure 3); pick on a split other than the one the
+    tokens are reported on."""
+    result = run_abx(corpus, split, w2v_bert=model, max_items=max_items, log_mel=False,
+                     progress=progress)
+    layers = sorted(result["abx_within"], key=lambda name: int(name.split("_")[1]))
+    criterion = ("abx_across" if all(result["abx_across"][n] is not None for n in layers)
+                 else "abx_within")
+    scores = result[criterion]
+    if any(scores[n] is None for n in layers):
+        raise ValueError(f"{corpus}/{split} gives no ABX triphone pairs ({result['items_total']} "
+                         "items); choose a split with phone timings in its JSON sidecars")
+    best = min(layers, key=lambda name: (scores[name], int(name.split("_")[1])))
+    report = {"split": split, "max_items": max_items, "criterion": criterion,
+              "items": result["items_total"], "speakers": result["speakers"],
+              "abx_within": result["abx_within"], "abx_across": result["abx_across"],
+              "layer": int(best.split("_")[1])}
+    return report["layer"], report
+
+
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}%"
 

@@ -173,18 +173,28 @@ def _enough_frames(batches: Iterator, tally: AudioTally, clusters: int, where: s
 def fit_tokenizer_from_checkpoint(checkpoint: str | os.PathLike, corpus: str | os.PathLike,
                                   out: str | os.PathLike, split: str = "train",
                                   config: KMeansFitConfig | None = None, step: int | None = None,
-                                  progress: Callable[[str], None] = print) -> dict:
+                                  progress: Callable[[str], None] = print,
+                                  choose_layer: Callable[[W2vBert], tuple[int, dict]] | None = None
+                                  ) -> dict:
     """Fits and saves a SemanticTokenizer (see the module docstring); returns the fit report,
-    also written to `out/fit.json`."""
+    also written to `out/fit.json`. choose_layer: picks the layer from the loaded model instead
+    of `config.layer` (e.g. eval.semantic_abx.choose_layer_by_abx), returning (layer, a report
+    kept in fit.json as "layer_selection")."""
     config = config or KMeansFitConfig()
     ckpt, _ = checkpoint_steps(checkpoint)
     n_layers = run_model_config(ckpt).num_mlm_layers
-    if not 1 <= config.layer <= n_layers:
+    if choose_layer is None and not 1 <= config.layer <= n_layers:
         raise ValueError(f"layer {config.layer} is out of range for {ckpt}: its model has MLM layers "
                          f"1..{n_layers} (1-based); pick one of them with --layer")
     if config.clusters < 1:
         raise ValueError(f"clusters={config.clusters}; K must be a positive number of clusters")
     model, step, ckpt = load_checkpoint_model(ckpt, step)
+    selection = None
+    if choose_layer is not None:
+        layer, selection = choose_layer(model)
+        if not 1 <= layer <= n_layers:
+            raise ValueError(f"the layer chooser picked layer {layer}; {ckpt} has 1..{n_layers}")
+        config = dataclasses.replace(config, layer=layer)
     reader = AudioCropReader(corpus, config.layout, split, config.crop_seconds, config.seed,
                              batch_size=config.batch_size, shuffle=True, num_epochs=config.epochs,
                              drop_remainder=False)
@@ -209,6 +219,8 @@ def fit_tokenizer_from_checkpoint(checkpoint: str | os.PathLike, corpus: str | o
         "cluster_perplexity": float(np.exp(-np.sum(usage * np.log(usage)))),
         "skipped_files": dict(reader.skipped),
     }
+    if selection is not None:
+        report["layer_selection"] = selection
     Path(out, FIT_REPORT).write_text(json.dumps(report, indent=2, sort_keys=True))
     progress(f"saved {out}: {tally.frames} frames ({tally.hours:.3f} h), "
              f"{report['empty_clusters']} empty clusters, cluster perplexity "
