@@ -79,3 +79,24 @@ def write_piano_tree(root, spec=PIANO) -> dict:
                                                            "duration": seconds}))
                 paths[uid] = (d / f"{uid}.flac").resolve()
     return paths
+
+
+def write_phone_tree(root, rng, split: str = "heldout_voices") -> None:
+    """ABX-ready split: 2 speakers x 2 utterances of 1.5 s, 12 triphones p-V-t of 0.125 s phones
+    (phone timings in the JSON sidecars), a tone per phone."""
+    for speaker in ("s1", "s2"):
+        for u in range(2):
+            name = f"{speaker}-book-{u:04d}"
+            folder = Path(root) / split / speaker / "book"
+            folder.mkdir(parents=True, exist_ok=True)
+            phones, wav, t = [["pau", 0.0, 0.0]], [], 0.0
+            for k in range(4):
+                for phone in ("p", str(rng.choice(["a", "e", "i"])), "t"):
+                    phones.append([phone, t, t + 0.125])
+                    freq = {"p": 150, "t": 3000, "a": 700, "e": 1200, "i": 2200}[phone]
+                    tt = np.arange(2000) / 16000
+                    wav.append(0.3 * np.sin(2 * np.pi * freq * tt) + 0.01 * rng.standard_normal(2000))
+                    t += 0.125
+            phones.append(["pau", t, t])
+            sf.write(folder / f"{name}.flac", np.concatenate(wav).astype(np.float32), 16000)
+            (folder / f"{name}.json").write_text(json.dumps({"speaker": speaker, "phones": phones}))

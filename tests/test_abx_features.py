@@ -1,9 +1,7 @@
 """ABX features and run_abx on a synthetic corpus with phone timings, with tiny random models."""
-import json
 
 import numpy as np
 import pytest
-import soundfile as sf
 from flax import nnx
 
 from audiolm_jax.eval import abx_corpus
@@ -12,37 +10,17 @@ from audiolm_jax.eval.codec_model import codec_config, init_codec
 from audiolm_jax.eval.semantic_abx import choose_layer_by_abx, feature_names, run_abx
 from audiolm_jax.semantic.tokenizer import SemanticTokenizer
 from audiolm_jax.semantic.w2v_bert import W2vBert, W2vBertConfig
+from corpus_trees import write_phone_tree
 
 TINY = W2vBertConfig(model_dim=16, num_heads=2, ff_dim=32, num_contrastive_layers=1,
                      num_mlm_layers=2, subsample_channels=4, codebook_entries=8, codevector_dim=8,
                      contrastive_dim=8, dropout=0.0)
-PHONES = ["a", "e", "i"]
-
-
-def _write_corpus(root, rng):
-    """2 speakers x 2 utterances of 1.5 s: 12 triphones p-V-t of 0.125 s phones, a tone per vowel."""
-    for speaker in ("s1", "s2"):
-        for u in range(2):
-            name = f"{speaker}-book-{u:04d}"
-            folder = root / "heldout_voices" / speaker / "book"
-            folder.mkdir(parents=True, exist_ok=True)
-            phones, wav, t = [["pau", 0.0, 0.0]], [], 0.0
-            for k in range(4):
-                for phone in ("p", str(rng.choice(PHONES)), "t"):
-                    phones.append([phone, t, t + 0.125])
-                    freq = {"p": 150, "t": 3000, "a": 700, "e": 1200, "i": 2200}[phone]
-                    tt = np.arange(2000) / 16000
-                    wav.append(0.3 * np.sin(2 * np.pi * freq * tt) + 0.01 * rng.standard_normal(2000))
-                    t += 0.125
-            phones.append(["pau", t, t])
-            sf.write(folder / f"{name}.flac", np.concatenate(wav).astype(np.float32), 16000)
-            (folder / f"{name}.json").write_text(json.dumps({"speaker": speaker, "phones": phones}))
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("abx_corpus")
-    _write_corpus(root, np.random.default_rng(0))
+    write_phone_tree(root, np.random.default_rng(0))
     model = W2vBert(TINY, rngs=nnx.Rngs(0))
     rng = np.random.default_rng(1)
     tokenizer = SemanticTokenizer(model, 2, rng.standard_normal(16), np.ones(16),
@@ -67,7 +45,7 @@ def test_read_split_and_select(setup):
 def test_read_split_finds_audio_in_any_codec(tmp_path):
     from audiolm_jax.audio import load_audio, save_audio
 
-    _write_corpus(tmp_path, np.random.default_rng(0))
+    write_phone_tree(tmp_path, np.random.default_rng(0))
     for flac in sorted(tmp_path.rglob("*.flac")):  # the tree as pack_corpus.py leaves it
         save_audio(flac.with_suffix(".opus"), load_audio(flac), bitrate_kbps=24)
         flac.unlink()

@@ -5,6 +5,7 @@ a freshly initialised tiny w2v-BERT: these tests are about the commands, not abo
 (tests/test_semantic_training.py fits from a trained run).
 """
 import dataclasses
+import os
 import json
 
 import gin
@@ -175,3 +176,25 @@ def test_select_layer_on_refuses_layer_and_splits_without_phones(world):
                                          "--select-layer-on", "train", *common)
     message = fails("fit-kmeans", "--checkpoint", run, "--select-layer-on", "train", *common)
     assert "train" in message and ("phone" in message or "no utterance" in message), message
+
+
+def test_select_layer_on_runs_as_a_fresh_process_with_gin_flags(world, tmp_path):
+    """The chooser's modules import before gin parses (and locks) the flags: a fresh process,
+    as users run it, not this test process where everything is imported already."""
+    import subprocess
+    import sys
+
+    from corpus_trees import write_phone_tree
+
+    _, _, run, _ = world
+    write_phone_tree(tmp_path / "phones", np.random.default_rng(0))
+    result = subprocess.run(
+        [sys.executable, "-m", "audiolm_jax.cli", "semantic", "fit-kmeans", "--checkpoint",
+         str(run), "--corpus", str(tmp_path / "phones"), "--split", "heldout_voices",
+         "--select-layer-on", "heldout_voices", "--clusters", str(K), "--out",
+         str(tmp_path / "tok"), *FIT_FLAGS], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "tok" / "fit.json").read_text())
+    assert report["layer_selection"]["layer"] == 1 == report["config"]["layer"]
+    assert set(report["layer_selection"]["abx_across"]) == {"layer_1"}

@@ -86,6 +86,8 @@ def _run_fit(args: argparse.Namespace) -> int:
     import dataclasses
 
     from audiolm_jax import config as gin_flags
+    # Imported before the gin flags are parsed: parsing locks gin's registry of configurables.
+    from audiolm_jax.eval.semantic_abx import choose_layer_by_abx
     from audiolm_jax.semantic.fit import KMeansFitConfig, fit_tokenizer_from_checkpoint
 
     try:
@@ -100,8 +102,6 @@ def _run_fit(args: argparse.Namespace) -> int:
             if args.layer is not None:
                 raise ValueError("--layer and --select-layer-on exclude each other: give a "
                                  "layer, or a split to choose it on")
-            from audiolm_jax.eval.semantic_abx import choose_layer_by_abx
-
             choose_layer = functools.partial(choose_layer_by_abx, args.corpus,
                                              args.select_layer_on,
                                              max_items=args.select_layer_items)
