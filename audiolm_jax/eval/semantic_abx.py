@@ -150,8 +150,9 @@ def choose_layer_by_abx(corpus: str | Path, split: str, model: W2vBert, *,
                  else "abx_within")
     scores = result[criterion]
     if any(scores[n] is None for n in layers):
-        raise ValueError(f"{corpus}/{split} gives no ABX triphone pairs ({result['items_total']} "
-                         "items); choose a split with phone timings in its JSON sidecars")
+        raise ValueError(f"{corpus}/{split}: {result['items_total']} ABX items gave no triphone "
+                         "pairs to compare; raise the item count (--select-layer-items) or choose "
+                         "a split with phone timings in its JSON sidecars")
     best = min(layers, key=lambda name: (scores[name], int(name.split("_")[1])))
     report = {"split": split, "max_items": max_items, "criterion": criterion,
               "items": result["items_total"], "speakers": result["speakers"],
