@@ -4,7 +4,8 @@
 #   bash benchmarks/collect_run.sh WORK OUT_DIR LIMIT_SECONDS
 # Returns when WORK/DONE exists or after LIMIT_SECONDS, whichever comes first, and writes
 # OUT_DIR/run.tgz (WORK/logs and WORK/results: small files only, never checkpoints or audio) and
-# OUT_DIR/pipeline.log (once done, also WORK/eval_audio_flac.tar when the run wrote one).
+# OUT_DIR/pipeline.log, and WORK/eval_audio_flac.tar once the run wrote it (pack_audio.py renames
+# it into place complete, before the slower last evaluations).
 # Exit status 0 when the run is done, 3 when it is still running, 4 when its process (the pid in
 # WORK/pipeline.pid) ended without writing DONE: no point waiting out the limit for a dead run.
 set -u
@@ -17,7 +18,7 @@ tar -czf "$OUT_DIR/run.tgz" -C "$W" --exclude='*.npz' --exclude='*.flac' --exclu
   logs results 2> /dev/null
 cp "$W/logs/pipeline.log" "$OUT_DIR/pipeline.log" 2> /dev/null
 # The generated audio packed as FLAC by the pipeline's last steps (benchmarks/pack_audio.py).
-[ -f "$W/DONE" ] && cp "$W/eval_audio_flac.tar" "$OUT_DIR/" 2> /dev/null
+cp "$W/eval_audio_flac.tar" "$OUT_DIR/" 2> /dev/null
 tail -n 5 "$W/logs/pipeline.log" 2> /dev/null
 [ -f "$W/DONE" ] && exit 0
 alive && exit 3

@@ -3,7 +3,8 @@ the size), so generated audio fits the few small files a remote machine hands ba
 
     python3 benchmarks/pack_audio.py OUT.tar DIR [DIR ...]
 
-Members are named DIR_BASENAME/relative/path.flac. Prints a one-line summary.
+Members are named DIR_BASENAME/relative/path.flac. The tar is written under a temporary name
+and renamed when complete, so a file at OUT.tar is never half-written. Prints a one-line summary.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import soundfile as sf
 
 def pack(out_tar: str, dirs: list[str]) -> tuple[int, int]:
     count, raw = 0, 0
-    with tarfile.open(out_tar, "w") as tar:
+    tmp = f"{out_tar}.tmp-{os.getpid()}"
+    with tarfile.open(tmp, "w") as tar:
         for root in dirs:
             if not os.path.isdir(root):
                 continue
@@ -34,6 +36,7 @@ def pack(out_tar: str, dirs: list[str]) -> tuple[int, int]:
                     info.size = len(data)
                     tar.addfile(info, io.BytesIO(data))
                     count, raw = count + 1, raw + os.path.getsize(path)
+    os.replace(tmp, out_tar)
     return count, raw
 
 

@@ -119,6 +119,10 @@ python3 benchmarks/eval_audio.py --corpus $C --out $E --json $W/results/eval_aud
   --semantic $W/stage_semantic --coarse $W/stage_coarse --fine $W/stage_fine \
   --acoustic-only $W/stage_acoustic --codec $W/codec_export --tokenizer $W/tokenizer $EVAL_AUDIO \
   > $W/logs/eval_audio.log 2>&1; log "eval_audio rc=$?"
+# The generated audio as FLAC in one tar (for ASR or listening on another machine), before the
+# evaluations, so it comes back even if they outlast the machine.
+python3 benchmarks/pack_audio.py $W/eval_audio_flac.tar $E $W/gen > $W/logs/pack_audio.log 2>&1
+log "pack_audio rc=$? ($(tail -n1 $W/logs/pack_audio.log))"
 wait $ABX_PID; log "abx rc=$?"
 ev() {  # ev NAME ARGS...: audiolm-jax eval NAME ..., result in $W/results/eval_NAME.json
   local name=$1; shift
@@ -145,9 +149,6 @@ else
   ev pairs --pairs-dir $PAIRS $BUILD $PAIRS_N --semantic-run $W/stage_semantic --tokenizer $W/tokenizer
 fi
 unset XLA_PYTHON_CLIENT_PREALLOCATE
-# The generated audio as FLAC in one tar (for ASR or listening on another machine).
-python3 benchmarks/pack_audio.py $W/eval_audio_flac.tar $E $W/gen > $W/logs/pack_audio.log 2>&1
-log "pack_audio rc=$? ($(tail -n1 $W/logs/pack_audio.log))"
 export XLA_FLAGS=$BASE_XLA_FLAGS   # speed figures with XLA's autotuning, as users run
 if [ $MODE = gpu ] && [ "${BENCH:-0}" = 1 ]; then  # paper-size speed (measured separately too)
   python3 benchmarks/train_stage.py --out $W/results/train_stage.json > $W/logs/train_stage.log 2>&1; log "train_stage rc=$?"

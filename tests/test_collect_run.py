@@ -45,11 +45,14 @@ def test_returns_3_when_the_run_is_still_going(tmp_path):
     work = tmp_path / "w"
     (work / "logs").mkdir(parents=True)
     (work / "logs" / "pipeline.log").write_text("[+1s] start\n")
-    (work / "eval_audio_flac.tar").write_bytes(b"half-written")
+    (work / "eval_audio_flac.tar.tmp-7").write_bytes(b"half-written")   # pack_audio at work
     result = _run(work, tmp_path / "out", 1)
     assert result.returncode == 3
     assert (tmp_path / "out" / "run.tgz").exists()
-    assert not (tmp_path / "out" / "eval_audio_flac.tar").exists()   # only once the run is done
+    assert not list((tmp_path / "out").glob("eval_audio*"))
+    (work / "eval_audio_flac.tar").write_bytes(b"tar")          # renamed into place: complete
+    assert _run(work, tmp_path / "out", 1).returncode == 3
+    assert (tmp_path / "out" / "eval_audio_flac.tar").read_bytes() == b"tar"
 
 
 def test_returns_4_at_once_when_the_run_died_without_done(tmp_path):
@@ -123,7 +126,7 @@ def test_pack_audio_writes_lossless_flac_named_by_folder(tmp_path):
     sf.write(tmp_path / "gen" / "a" / "x.wav", wav, 16000, subtype="PCM_16")
     (tmp_path / "gen" / "a" / "x.png").write_bytes(b"png")
     count, _ = pack(str(tmp_path / "o.tar"), [str(tmp_path / "gen"), str(tmp_path / "missing")])
-    assert count == 1
+    assert count == 1 and sorted(os.listdir(tmp_path)) == ["gen", "o.tar"]   # no temp left
     with tarfile.open(tmp_path / "o.tar") as tar:
         assert tar.getnames() == ["gen/a/x.flac"]
         tar.extractall(tmp_path / "x")

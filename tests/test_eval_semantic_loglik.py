@@ -18,7 +18,7 @@ from audiolm_jax.gin_reader import dataclass_from_gin
 from audiolm_jax.lm.config import TransformerConfig
 from audiolm_jax.lm.layouts import BOS, dedup_consecutive
 from audiolm_jax.lm.transformer import Transformer
-from audiolm_jax.semantic.tokenizer import SemanticTokenizer
+from audiolm_jax.semantic.tokenizer import SemanticTokenizer, bucketed_ids
 from audiolm_jax.semantic.w2v_bert import W2vBert, W2vBertConfig
 
 K = 64                                          # semantic ids of the tiny world (lm_tiny: 195 ids)
@@ -58,7 +58,7 @@ class _FixedTokenizer:
     ids: np.ndarray
     num_clusters: int = K
 
-    def tokenize(self, wav):
+    def tokenize(self, wav, lengths=None):
         return self.ids
 
 
@@ -67,7 +67,11 @@ def test_loglik_equals_full_logits_and_ignores_padding(stage):
     scorer = load_semantic_loglik(export, tokenizer_dir, bucket=16)
     wav = _speechy(1.0)
     sequence = scorer.sequence(wav)
-    raw = np.asarray(tokenizer.tokenize(wav))
+    raw = bucketed_ids(tokenizer, wav, 32000)   # the audio bucket: 2 s
+    # The bucket changes neither the ids nor (so) the score, only how many programs compile.
+    np.testing.assert_array_equal(raw, bucketed_ids(tokenizer, wav, 640 * 3))
+    assert load_semantic_loglik(export, tokenizer_dir, bucket=16, audio_bucket_seconds=0.12)(
+        wav) == scorer(wav)
     assert sequence.size == dedup_consecutive(raw).size and sequence.min() >= 3 and sequence.max() < 3 + K
     total, count = scorer(wav)
     assert count == sequence.size
@@ -87,7 +91,8 @@ def test_count_is_the_deduplicated_length(stage):
     assert count == 5
     np.testing.assert_allclose(total, _direct_loglik(model, np.array([5, 7, 2, 5, 9]) + 3),
                                rtol=1e-5)
-    total_raw, count_raw = SemanticLoglik(model, _FixedTokenizer(ids), dedup=False)(None)
+    total_raw, count_raw = SemanticLoglik(model, _FixedTokenizer(ids), dedup=False)(
+        np.zeros(16000, np.float32))
     assert count_raw == ids.size and total_raw != total
     with pytest.raises(ValueError, match="vocab_size"):
         SemanticLoglik(model, _FixedTokenizer(ids, num_clusters=500))

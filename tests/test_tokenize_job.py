@@ -22,7 +22,7 @@ from audiolm_jax.audio import load_audio
 from audiolm_jax.codec import api
 from audiolm_jax.codec.frozen import load_codec, soundstream_config_from_gin
 from audiolm_jax.codec.soundstream import SoundStream
-from audiolm_jax.commands.semantic import bucketed_ids
+from audiolm_jax.semantic.tokenizer import bucketed_ids
 from audiolm_jax.lm.layouts import AudioVocabulary
 from audiolm_jax.semantic.tokenizer import SemanticTokenizer
 from audiolm_jax.semantic.w2v_bert import W2vBert, W2vBertConfig

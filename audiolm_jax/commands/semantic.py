@@ -26,7 +26,6 @@ from pathlib import Path
 
 IDS_FORMAT = "audiolm_jax.semantic_ids"
 MANIFEST = "tokens.json"
-FRAME_SAMPLES = 640  # 16 kHz / 25 Hz
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -117,23 +116,6 @@ def _run_fit(args: argparse.Namespace) -> int:
 
 # --- tokenize --------------------------------------------------------------------------------
 
-def bucketed_ids(tokenizer, wav, bucket_samples: int):
-    """int32 [samples // 640] ids of one utterance (float32 [samples] at 16 kHz), computed on it
-    zero-padded to a multiple of `bucket_samples` (itself a multiple of 640) with at least one
-    frame of padding, its true length passed as `lengths`."""
-    import numpy as np
-
-    samples = int(wav.shape[0])
-    frames = samples // FRAME_SAMPLES
-    if frames == 0:
-        raise ValueError(f"{samples} samples is shorter than one 40 ms frame ({FRAME_SAMPLES} samples)")
-    total = -(-(samples + FRAME_SAMPLES) // bucket_samples) * bucket_samples
-    padded = np.zeros(total, np.float32)
-    padded[:samples] = wav
-    ids = np.asarray(tokenizer.tokenize(padded, lengths=[samples]), np.int32)
-    return ids[:frames]
-
-
 def _audio_files(root: Path) -> list[Path]:
     from audiolm_jax.data.corpus import AUDIO_EXTENSIONS
 
@@ -160,6 +142,7 @@ def _describe(tokenizer, tokenizer_dir: Path) -> dict:
 
 def _tokenize_file(tokenizer, tokenizer_dir: Path, source: Path, out: Path, bucket: int) -> None:
     from audiolm_jax.audio import load_audio
+    from audiolm_jax.semantic.tokenizer import bucketed_ids
 
     if out.suffix != ".npy":
         raise ValueError(f"--out {out}: a single input file writes one .npy; name it OUT.npy")
@@ -186,6 +169,7 @@ def _tokenize_file(tokenizer, tokenizer_dir: Path, source: Path, out: Path, buck
 
 def _tokenize_dir(tokenizer, tokenizer_dir: Path, source: Path, out: Path, bucket: int) -> None:
     from audiolm_jax.audio import AudioError, load_audio
+    from audiolm_jax.semantic.tokenizer import bucketed_ids
 
     files = _audio_files(source)
     if not files:
@@ -219,7 +203,7 @@ def _tokenize_dir(tokenizer, tokenizer_dir: Path, source: Path, out: Path, bucke
 
 def _run_tokenize(args: argparse.Namespace) -> int:
     from audiolm_jax.audio import AudioError
-    from audiolm_jax.semantic.tokenizer import SemanticTokenizer
+    from audiolm_jax.semantic.tokenizer import FRAME_SAMPLES, SemanticTokenizer
 
     source, out, tokenizer_dir = Path(args.input), Path(args.out), Path(args.tokenizer)
     try:

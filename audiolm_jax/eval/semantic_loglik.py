@@ -1,6 +1,7 @@
 """Log-likelihood of audio under the stage-1 (semantic) LM: the `loglik_fn` of `eval.pairs`.
 
-wav -> semantic ids (SemanticTokenizer) -> stage-1 sequence (`layouts.semantic_sequence`,
+wav -> semantic ids (SemanticTokenizer, on the wav zero-padded to a multiple of
+`audio_bucket_seconds`: one compile per bucket, not per length) -> stage-1 sequence (`layouts.semantic_sequence`,
 deduplicated as in training) -> model input with BOS first (`layouts.prompt_tokens` minus the
 last token, i.e. the training shift) -> one causal forward pass -> sum over every token of
 log p(token | BOS, earlier tokens), and the number of tokens.
@@ -22,6 +23,7 @@ from flax import nnx
 
 from audiolm_jax.lm.layouts import PAD, AudioVocabulary, prompt_tokens, semantic_sequence
 from audiolm_jax.lm.transformer import Transformer
+from audiolm_jax.semantic.tokenizer import FRAME_SAMPLES, bucketed_ids
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))
@@ -48,9 +50,12 @@ class SemanticLoglik:
       tokenizer: the SemanticTokenizer whose ids made the stage's training data.
       dedup: remove consecutive repeated ids, as the stage was trained (default).
       bucket: inputs are right-padded to a multiple of this many tokens.
+      audio_bucket_seconds: the audio is zero-padded to a multiple of this for the tokenizer
+        (`semantic.tokenizer.bucketed_ids`; a multiple of 40 ms).
     """
 
-    def __init__(self, model: Transformer, tokenizer, *, dedup: bool = True, bucket: int = 64):
+    def __init__(self, model: Transformer, tokenizer, *, dedup: bool = True, bucket: int = 64,
+                 audio_bucket_seconds: float = 2.0):
         # Only the semantic part of the layout is used; the acoustic sizes do not matter here.
         self.vocab = AudioVocabulary(int(tokenizer.num_clusters), 0, 0)
         if model.config.vocab_size < self.vocab.size:
@@ -59,11 +64,15 @@ class SemanticLoglik:
                 f"{self.vocab.size} ids that a tokenizer of K={tokenizer.num_clusters} clusters "
                 "needs; pass the tokenizer that made the stage's token cache")
         self.tokenizer, self.dedup, self.bucket = tokenizer, dedup, bucket
+        self.audio_bucket = int(round(audio_bucket_seconds * 25)) * FRAME_SAMPLES
+        if self.audio_bucket < FRAME_SAMPLES:
+            raise ValueError(f"audio_bucket_seconds={audio_bucket_seconds} is below one 40 ms frame")
         self._graphdef, self._state = nnx.split(model)
 
     def sequence(self, wav: np.ndarray) -> np.ndarray:
         """The stage-1 token sequence of a 16 kHz mono wav (ids in the shared vocabulary)."""
-        ids = np.asarray(self.tokenizer.tokenize(np.asarray(wav, np.float32)), np.int32)
+        ids = bucketed_ids(self.tokenizer, np.asarray(wav, np.float32).reshape(-1),
+                           self.audio_bucket)
         return semantic_sequence(ids, self.vocab, dedup=self.dedup)[0]
 
     def token_logprobs(self, sequence: np.ndarray, length: int | None = None) -> np.ndarray:
@@ -95,11 +104,12 @@ class SemanticLoglik:
 
 def load_semantic_loglik(semantic_run: str | os.PathLike, tokenizer_dir: str | os.PathLike, *,
                          dtype: str | None = "float32", dedup: bool = True,
-                         bucket: int = 64) -> SemanticLoglik:
+                         bucket: int = 64, audio_bucket_seconds: float = 2.0) -> SemanticLoglik:
     """A `SemanticLoglik` from a stage-1 run (workdir, step folder or export) and a tokenizer
     directory (`audiolm-jax semantic fit-kmeans`)."""
     from audiolm_jax.generate.loading import load_stage_model  # noqa: PLC0415
     from audiolm_jax.semantic.tokenizer import SemanticTokenizer  # noqa: PLC0415
 
     model = load_stage_model(semantic_run, dtype=dtype, what="semantic (stage-1)")
-    return SemanticLoglik(model, SemanticTokenizer.load(tokenizer_dir), dedup=dedup, bucket=bucket)
+    return SemanticLoglik(model, SemanticTokenizer.load(tokenizer_dir), dedup=dedup, bucket=bucket,
+                          audio_bucket_seconds=audio_bucket_seconds)

@@ -36,6 +36,7 @@ from audiolm_jax.semantic.w2v_bert import W2vBert, W2vBertConfig, num_frames, va
 FORMAT = "audiolm_jax.semantic_tokenizer"
 VERSION = 1
 FRAME_RATE_HZ = 25  # 16 kHz / 640
+FRAME_SAMPLES = 640  # 16 kHz / 25 Hz
 
 
 # The model's structure (graphdef) and the layer are static: tokenizers of one architecture share
@@ -227,3 +228,20 @@ def fit_semantic_tokenizer(model: W2vBert, layer: int, batches: Iterable, k: int
     x = (np.concatenate(kept) - mean) / std
     result = kmeans_fit(x, k, rng, iters=iters, batch_size=batch_size, chunk_size=chunk_size)
     return SemanticTokenizer(model, layer, mean, std, result.centroids), result
+
+
+def bucketed_ids(tokenizer, wav, bucket_samples: int):
+    """int32 [samples // 640] ids of one utterance (float32 [samples] at 16 kHz), computed on it
+    zero-padded to a multiple of `bucket_samples` (itself a multiple of 640) with at least one
+    frame of padding, its true length passed as `lengths`. One compiled program per bucket
+    instead of one per length, and the ids do not depend on the bucket (the last real frames see
+    zeros after them whatever the padding), as in the tokenize job's batches."""
+    samples = int(wav.shape[0])
+    frames = samples // FRAME_SAMPLES
+    if frames == 0:
+        raise ValueError(f"{samples} samples is shorter than one 40 ms frame ({FRAME_SAMPLES} samples)")
+    total = -(-(samples + FRAME_SAMPLES) // bucket_samples) * bucket_samples
+    padded = np.zeros(total, np.float32)
+    padded[:samples] = wav
+    ids = np.asarray(tokenizer.tokenize(padded, lengths=[samples]), np.int32)
+    return ids[:frames]
