@@ -213,15 +213,8 @@ class Checkpointer:
     def best_step(self) -> int | None:
         """The kept step best by `config.best_metric` among those saved with it; None when the
         config names no metric or no step carries it (e.g. a run cut before its first eval)."""
-        if not self.config.best_metric:
-            return None
-        scored = [s for s in self.steps()
-                  if self.config.best_metric in (self._manager.metrics(s) or {})]
-        if not scored:
-            return None
-        sign = -1.0 if self.config.best_mode == "min" else 1.0
-        return max(scored, key=lambda s: (sign * float(
-            self._manager.metrics(s)[self.config.best_metric]), s))
+        # Orbax ranks the steps saved with metrics by the manager's best_fn (set from the config).
+        return self._manager.best_step() if self.config.best_metric else None
 
     def save(
         self,
