@@ -58,7 +58,7 @@ def plan(src: str, dst: str, extension: str) -> tuple[list[tuple[str, str]], lis
     Raises ValueError when two sources would write one output (`a.flac` and `a.wav` side by side).
     """
     src, dst = os.path.abspath(src), os.path.abspath(dst)
-    audio, other = [], []
+    audio, other, writer = [], [], {}
     for dirpath, dirnames, filenames in os.walk(src):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
                              and os.path.abspath(os.path.join(dirpath, d)) != dst)
@@ -69,19 +69,15 @@ def plan(src: str, dst: str, extension: str) -> tuple[list[tuple[str, str]], lis
                 continue  # a packed tree's own report describes that tree, not ours
             out_dir = os.path.normpath(os.path.join(dst, rel_dir))
             if is_audio_name(name):
-                audio.append((source, os.path.join(out_dir, os.path.splitext(name)[0] + extension)))
+                out = os.path.join(out_dir, os.path.splitext(name)[0] + extension)
+                audio.append((source, out))
             else:
-                other.append((source, os.path.join(out_dir, name)))
-    outputs = [o for _, o in audio] + [o for _, o in other]
-    if len(set(outputs)) != len(outputs):
-        seen, clash = {}, None
-        for s, o in audio + other:
-            if o in seen:
-                clash = (seen[o], s, o)
-                break
-            seen[o] = s
-        raise ValueError(f"{clash[0]} and {clash[1]} would both be written to {clash[2]}; "
-                         "pack a tree with one audio file per stem")
+                out = os.path.join(out_dir, name)
+                other.append((source, out))
+            if out in writer:
+                raise ValueError(f"{writer[out]} and {source} would both be written to {out}; "
+                                 "pack a tree with one audio file per stem")
+            writer[out] = source
     return audio, other
 
 
