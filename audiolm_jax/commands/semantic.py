@@ -117,9 +117,9 @@ def _run_fit(args: argparse.Namespace) -> int:
 # --- tokenize --------------------------------------------------------------------------------
 
 def _audio_files(root: Path) -> list[Path]:
-    from audiolm_jax.data.corpus import AUDIO_EXTENSIONS
+    from audiolm_jax.data.corpus import is_audio_name
 
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+    return sorted(p for p in root.rglob("*") if p.is_file() and is_audio_name(p.name))
 
 
 def _write_ids(path: Path, ids) -> None:
