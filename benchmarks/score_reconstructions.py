@@ -23,25 +23,25 @@ from codec_quality import (OPUS_MODES, SAMPLE_RATE, _executor, opus_condition,  
                            paired_difference, score_opus, score_pair, summary)
 
 from audiolm_jax.audio import load_audio  # noqa: E402
-from audiolm_jax.data.corpus import is_audio_name, scan_corpus  # noqa: E402
+from audiolm_jax.data.corpus import scan_corpus  # noqa: E402
 from audiolm_jax.eval import codec_metrics  # noqa: E402
 from audiolm_jax.eval.run_info import command_line, machine_info, utc_now, write_json  # noqa: E402
+from audiolm_jax.eval.tables import generated_files  # noqa: E402
 
 
 def matched_pairs(corpus: str, directory: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """[(id, original cut to the reconstruction's length, reconstruction)] in id order."""
-    paths = {e.id: e.path for e in scan_corpus(corpus).examples}
-    names = sorted(n for n in os.listdir(directory) if is_audio_name(n))
-    unknown = [n for n in names if os.path.splitext(n)[0] not in paths]
-    if unknown or not names:
+    """[(id, original cut to the reconstruction's length, reconstruction)] in id order; files
+    are matched to utterances as the evaluation tables match generated audio."""
+    matched, unknown = generated_files(directory, scan_corpus(corpus))
+    if unknown:
         raise SystemExit(f"score_reconstructions: {directory}: "
-                         + (f"{unknown[:3]} are not utterances of {corpus}" if unknown
-                            else "no audio files"))
+                         f"{[os.path.basename(p) for p in unknown[:3]]} are not utterances of "
+                         f"{corpus}")
     pairs = []
-    for name in names:
-        deg = load_audio(os.path.join(directory, name), SAMPLE_RATE)
-        ref = load_audio(paths[os.path.splitext(name)[0]], SAMPLE_RATE)[:len(deg)]
-        pairs.append((os.path.splitext(name)[0], ref, deg[:len(ref)]))
+    for path, example in sorted(matched, key=lambda m: m[1].id):
+        deg = load_audio(path, SAMPLE_RATE)
+        ref = load_audio(example.path, SAMPLE_RATE)[:len(deg)]
+        pairs.append((example.id, ref, deg[:len(ref)]))
     return pairs
 
 
