@@ -20,7 +20,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from audiolm_jax.data import crops
-from audiolm_jax.data.corpus import AUDIO_EXTENSIONS
+from audiolm_jax.data.corpus import AUDIO_EXTENSIONS, is_audio_name
 from audiolm_jax.eval.stats import wilson_interval
 
 LABELS = ("original", "generated")
@@ -33,7 +33,7 @@ def list_audio(directory: str) -> list[str]:
         raise FileNotFoundError(f"{directory} is not a directory of audio files; pass the folder of "
                                 "codec-resynthesised originals or of generated continuations")
     out = [os.path.join(d, f) for d, _, files in os.walk(directory) for f in files
-           if os.path.splitext(f)[1].lower() in AUDIO_EXTENSIONS and not f.startswith(".")]
+           if is_audio_name(f) and not f.startswith(".")]
     if not out:
         raise FileNotFoundError(f"{directory} holds no audio files ({', '.join(AUDIO_EXTENSIONS)})")
     return sorted(out)
