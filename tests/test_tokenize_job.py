@@ -141,6 +141,24 @@ def test_tokens_equal_the_models_run_one_utterance_at_a_time(world, reference):
     np.testing.assert_array_equal(first.acoustic, api.encode(codec, wav)[:len(wav) // 320])
 
 
+def test_programs_compiled_ahead_equal_the_jit_path(world):
+    """`compile` (the job's threaded ahead-of-time compiles) changes no token, compiles each
+    shape once, and refuses a length that is not a whole number of 40 ms frames."""
+    fresh = FrozenTokenizers.load(world["codec"], world["semantic"])
+    rng = np.random.default_rng(3)
+    wav = rng.normal(0, 0.1, (BATCH, 640 * 5)).astype(np.float32)
+    lengths = np.array([640 * 5, 2000, 3000, 640], np.int32)
+    jitted = fresh(wav, lengths)
+    assert fresh.compile(BATCH, [640 * 5, 640 * 5, 640 * 6], threads=2) == 2
+    assert fresh.compile(BATCH, [640 * 6]) == 0
+    ahead = fresh(wav, lengths)
+    assert (BATCH, 640 * 5) in fresh._compiled          # the ahead-of-time program ran
+    for a, b in zip(jitted, ahead):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="multiples of 640"):
+        fresh.compile(BATCH, [1000])
+
+
 def test_rerun_is_a_no_op(world, models, reference):
     out, _, files = reference
     mtimes = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}

@@ -44,6 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compute-dtype", choices=("float32", "bfloat16"), default=None,
                    help="codec conv dtype (default: as trained)")
     p.add_argument("--load-threads", type=int, default=4, help="audio decoding threads")
+    p.add_argument("--compile-threads", type=int, default=8,
+                   help="length-bucket programs compiled at once before a shard (default 8)")
     p.add_argument("--pipeline-arg", action="append", default=[], metavar="ARG",
                    help="Beam pipeline option, repeatable, e.g. --pipeline-arg=--runner=FlinkRunner")
     p.set_defaults(func=_run_tokenize, takes_gin=True)
@@ -59,7 +61,8 @@ def _run_tokenize(args: argparse.Namespace) -> int:
                    semantic=args.semantic, out=args.out, num_shards=args.shards,
                    batch_size=args.batch_size, dataset=args.dataset, layout=args.layout,
                    codec_gin=tuple(args.gin_files), codec_gin_bindings=tuple(args.gin_bindings),
-                   compute_dtype=args.compute_dtype, load_threads=args.load_threads)
+                   compute_dtype=args.compute_dtype, load_threads=args.load_threads,
+                   compile_threads=args.compile_threads)
     try:
         summary = run_job(spec, args.runner, pipeline_args=args.pipeline_arg,
                           log=lambda line: print(line, flush=True))

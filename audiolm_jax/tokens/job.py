@@ -34,6 +34,7 @@ from audiolm_jax.tokens import cache
 from audiolm_jax.tokens.batching import (
     SEMANTIC_HOP,
     acoustic_frames,
+    bucket_length,
     pad_batch,
     plan_batches,
     semantic_frames,
@@ -59,6 +60,8 @@ class JobSpec:
     dataset: the manifest's dataset name (default: the corpus directory's name).
     codec_gin, codec_gin_bindings: gin files / bindings for the codec's SoundStreamConfig when
       its directory has no operative_config.gin (as `audiolm-jax codec --gin_file`).
+    load_threads: audio files decoded ahead in threads; compile_threads: bucket programs
+      compiled at once (XLA compiles without the GIL).
     """
     corpus: str
     split: str
@@ -73,6 +76,7 @@ class JobSpec:
     codec_gin_bindings: tuple[str, ...] = ()
     compute_dtype: str | None = None
     load_threads: int = 4
+    compile_threads: int = 8
 
     @property
     def dataset_name(self) -> str:
@@ -176,9 +180,10 @@ def _loaded_batches(paths: Sequence[str], batches: list[list[int]], threads: int
             yield rows_done, [f.result() for f in futures]
 
 
-def tokenize_shard(models, spec: JobSpec, plan: ShardPlan
+def tokenize_shard(models, spec: JobSpec, plan: ShardPlan, timings: dict | None = None
                    ) -> tuple[list[cache.Utterance], list[dict]]:
-    """Tokenizes the utterances of `plan`: (utterances sorted by id, skipped sorted by path)."""
+    """Tokenizes the utterances of `plan`: (utterances sorted by id, skipped sorted by path).
+    `timings`, if given, receives compile_s and programs (compiled ahead for this shard)."""
     root = os.path.abspath(spec.corpus)
     paths, ids, lengths, skipped = [], [], [], []
     for uid, rel in plan.items:
@@ -191,6 +196,13 @@ def tokenize_shard(models, spec: JobSpec, plan: ShardPlan
         ids.append((uid, rel))
     utterances, in_flight = [], None
     batches = plan_batches(lengths, spec.batch_size)
+    # Every bucket shape of the shard compiled at once, in threads (header lengths: a file whose
+    # decoded length lands in another bucket, or a skipped one, just compiles on first use).
+    start = time.perf_counter()
+    programs = models.compile(spec.batch_size, [bucket_length(max(lengths[r] for r in rows))
+                                                for rows in batches], spec.compile_threads)
+    if timings is not None:
+        timings.update(compile_s=time.perf_counter() - start, programs=programs)
     for rows, loaded in _loaded_batches(paths, batches, spec.load_threads):
         good = {}
         for r, (wav, reason) in zip(rows, loaded):
@@ -229,8 +241,8 @@ def ensure_shard(models, spec: JobSpec, plan: ShardPlan, log: Log | None = None)
     existing = read_valid_record(spec.out, plan, models.info)
     if existing is not None:
         return existing
-    start = time.perf_counter()
-    utterances, skipped = tokenize_shard(models, spec, plan)
+    start, timings = time.perf_counter(), {}
+    utterances, skipped = tokenize_shard(models, spec, plan, timings)
     digest = cache.write_shard(os.path.join(spec.out, plan.file), utterances)
     record = {**_expected_record_keys(plan, models.info), "sha256": digest,
               "utterances": len(utterances),
@@ -241,8 +253,9 @@ def ensure_shard(models, spec: JobSpec, plan: ShardPlan, log: Log | None = None)
     if log is not None:
         hours = record["seconds"] / 3600
         log(f"{plan.file}: {len(utterances)} utterances, {hours:.3f} h, {len(skipped)} skipped, "
-            f"{wall:.1f} s ({hours / max(wall, 1e-9) * 3600:.1f} h of audio per hour)")
-    return {**record, "wall_s": wall, "written": True}
+            f"{wall:.1f} s ({hours / max(wall, 1e-9) * 3600:.1f} h of audio per hour; "
+            f"{timings['programs']} programs compiled ahead in {timings['compile_s']:.1f} s)")
+    return {**record, "wall_s": wall, **timings, "written": True}
 
 
 # --- the whole job -----------------------------------------------------------------------------

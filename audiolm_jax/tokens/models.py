@@ -9,6 +9,7 @@ with the batch split over the devices (data parallel). `fingerprint`s identify t
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import hashlib
@@ -118,6 +119,7 @@ class FrozenTokenizers:
         self._arrays = (codec_state, semantic_state, semantic.mean, semantic.std,
                         semantic.centroids)
         self._placed: dict[int, tuple] = {}
+        self._compiled: dict[tuple[int, int], object] = {}   # (batch, samples) -> executable
 
     @classmethod
     def load(cls, codec_path: str | os.PathLike, semantic_path: str | os.PathLike, *,
@@ -157,6 +159,33 @@ class FrozenTokenizers:
             self._placed[batch_size] = (arguments, NamedSharding(mesh, P("data")))
         return self._placed[batch_size]
 
+    def _compile_one(self, batch_size: int, samples: int):
+        arguments, rows = self._placement(batch_size)
+        wav = jax.ShapeDtypeStruct((batch_size, samples), np.float32, sharding=rows)
+        lengths = jax.ShapeDtypeStruct((batch_size,), np.int32, sharding=rows)
+        return _tokenize.lower(*self._static, *arguments, wav, lengths).compile()
+
+    def compile(self, batch_size: int, padded_lengths, threads: int = 8) -> int:
+        """Compile, ahead of use and `threads` at a time, the programs for [batch_size, samples]
+        batches of each padded length not compiled yet; returns how many were compiled.
+
+        Why: a job meets one shape per length bucket, and compiled one after the other (as
+        `dispatch` would, at each new shape) the compiles dominate a short job: XLA compiles
+        in C++ without the GIL, so threads overlap them on a many-core host.
+        """
+        todo = sorted({int(n) for n in padded_lengths} - {s for b, s in self._compiled
+                                                           if b == batch_size})
+        for n in todo:
+            if n <= 0 or n % SEMANTIC_HOP:
+                raise ValueError(f"padded lengths must be positive multiples of {SEMANTIC_HOP}, "
+                                 f"got {n}")
+        self._placement(batch_size)   # place the parameters once, before the threads
+        with concurrent.futures.ThreadPoolExecutor(max(1, min(threads, len(todo) or 1))) as pool:
+            for n, executable in zip(todo, pool.map(lambda n: self._compile_one(batch_size, n),
+                                                    todo)):
+                self._compiled[(batch_size, n)] = executable
+        return len(todo)
+
     def dispatch(self, wav: np.ndarray, lengths: np.ndarray) -> tuple[jax.Array, jax.Array]:
         """Start tokenizing a batch (asynchronously): wav float32 [batch, samples] (a multiple of
         640), lengths int32 [batch] -> device arrays (codes int32 [batch, samples // 320, Q],
@@ -167,6 +196,9 @@ class FrozenTokenizers:
         arguments, rows = self._placement(wav.shape[0])
         wav, lengths = jax.device_put((np.asarray(wav, np.float32), np.asarray(lengths, np.int32)),
                                       rows)
+        executable = self._compiled.get(wav.shape)
+        if executable is not None:
+            return executable(*arguments, wav, lengths)
         return _tokenize(*self._static, *arguments, wav, lengths)
 
     def __call__(self, wav: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
