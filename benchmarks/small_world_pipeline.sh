@@ -49,13 +49,15 @@ else
   ABX=""
 fi
 PAIRS=${PAIRS:-$W/pairs}
-# Inference steps (tokenize, generation, evaluation) compile a program per shape and run each
-# briefly: on GPU, XLA's kernel autotuning would dominate them (the tokenize job spent 136 s of
-# its first shard compiling). Off for those steps, kept for training; probed first, since XLA
-# aborts on a flag it does not know.
+# XLA's kernel autotuning stays on for every step. Session 6 turned it off for the inference
+# steps to save compile time; session 7 then saw the tokenize job run at ~20 h of audio per hour
+# once warm (5 s per batch of 16), against 1848 h/h for paper-size models with autotuning
+# (results/semantic.json): untuned convolutions cost far more than tuning them. INFER_AUTOTUNE=0
+# brings the old setting back (probed first, since XLA aborts on a flag it does not know).
 BASE_XLA_FLAGS=${XLA_FLAGS:-}; INFER_XLA_FLAGS=$BASE_XLA_FLAGS
-if [ $MODE = gpu ] && XLA_FLAGS="$BASE_XLA_FLAGS --xla_gpu_autotune_level=0" \
-    python3 -c "import jax; jax.devices()" > /dev/null 2>&1; then
+if [ $MODE = gpu ] && [ "${INFER_AUTOTUNE:-1}" = 0 ] && \
+    XLA_FLAGS="$BASE_XLA_FLAGS --xla_gpu_autotune_level=0" python3 -c "import jax; jax.devices()" \
+    > /dev/null 2>&1; then
   INFER_XLA_FLAGS="$BASE_XLA_FLAGS --xla_gpu_autotune_level=0"
 fi
 log "start MODE=$MODE"
@@ -79,12 +81,16 @@ $CLI export --checkpoint $W/codec/checkpoints --out $W/codec_export --prefix gen
   --exclude embed_sum cluster_size --float-dtype bfloat16 > $W/logs/export.log 2>&1; log "export rc=$?"
 fi
 export XLA_FLAGS=$INFER_XLA_FLAGS
-for s in train heldout_voices heldout_books; do
-  $CLI tokenize --corpus $C --split $s --codec $W/codec_export --semantic $W/tokenizer \
-    --out outputs/tokens/speech/$s --shards 4 --dataset small_world_speech --batch-size 16 \
-    > $W/logs/tokenize_$s.log 2>&1 &
-done
-wait; log "tokenize done: $(tail -qn1 $W/logs/tokenize_*.log | tr '\n' ' ')"
+# The train split first (it meets every length bucket; its programs compile ahead in threads),
+# then the held-out splits at once: their buckets are a subset, read from the compilation cache.
+tokenize() {
+  $CLI tokenize --corpus $C --split $1 --codec $W/codec_export --semantic $W/tokenizer \
+    --out outputs/tokens/speech/$1 --shards 4 --dataset small_world_speech --batch-size 16 \
+    > $W/logs/tokenize_$1.log 2>&1
+}
+tokenize train; log "tokenize train rc=$? ($(tail -n1 $W/logs/tokenize_train.log))"
+tokenize heldout_voices & tokenize heldout_books &
+wait; log "tokenize held-out done: $(tail -qn1 $W/logs/tokenize_heldout_*.log | tr '\n' ' ')"
 export XLA_FLAGS=$BASE_XLA_FLAGS
 # The three stages, the acoustic-only baseline and the speaker classifier share the GPU and one
 # time box (memory: 4 x 0.2 + 0.1). On CPU (~9 GB of RAM per acoustic stage) the baseline and
@@ -105,6 +111,21 @@ export XLA_FLAGS=$INFER_XLA_FLAGS
 python3 benchmarks/semantic.py --tokenizer $W/tokenizer --codec $W/codec_export --corpus $C \
   --split heldout_voices --skip-throughput $ABX --out $W/results/semantic.json > $W/logs/abx.log 2>&1 &
 ABX_PID=$!
+ev() {  # ev NAME ARGS...: audiolm-jax eval NAME ..., result in $W/results/eval_NAME.json
+  local name=$1; shift
+  $CLI eval $name --corpus $C --out $W/results/eval_$name.json "$@" > $W/logs/eval_$name.log 2>&1
+  log "eval $name rc=$? ($(tail -n1 $W/logs/eval_$name.log))"
+}
+if [ -f $PAIRS/pairs.json ]; then BUILD=""
+elif command -v flite > /dev/null && command -v text2wave > /dev/null; then BUILD="--build"
+else BUILD=none; fi
+if [ "$BUILD" = none ]; then
+  log "eval pairs skipped: no $PAIRS/pairs.json and no flite/festival to synthesize them (build elsewhere: audiolm-jax eval pairs --build --pairs-dir DIR, then PAIRS=DIR)"
+else
+  # Needs only the semantic stage and the tokenizer: beside ABX, so the budget cannot cut it.
+  ev pairs --pairs-dir $PAIRS $BUILD $PAIRS_N --semantic-run $W/stage_semantic \
+    --tokenizer $W/tokenizer &
+fi
 # The `continue` CLI (WAVs, spectrogram, tokens JSON) on one prompt; eval_audio.py below writes
 # the continuations of 8 prompts in one batch.
 for p in $(find $C/heldout_voices \( -name "*.flac" -o -name "*.opus" \) | sort | awk -F/ '{print $(NF-2)" "$0}' | sort -k1,1 -u | cut -d' ' -f2 | head -n 1); do
@@ -123,31 +144,19 @@ python3 benchmarks/eval_audio.py --corpus $C --out $E --json $W/results/eval_aud
 # evaluations, so it comes back even if they outlast the machine.
 python3 benchmarks/pack_audio.py $W/eval_audio_flac.tar $E $W/gen > $W/logs/pack_audio.log 2>&1
 log "pack_audio rc=$? ($(tail -n1 $W/logs/pack_audio.log))"
+mkdir -p $W/detector   # trains a classifier (the longest evaluation): beside the others
+ev detector --originals $E/reconstruction --continuation $E/continuation --workdir $W/detector \
+  --heldout-fraction 0.5 $DET &
 wait $ABX_PID; log "abx rc=$?"
-ev() {  # ev NAME ARGS...: audiolm-jax eval NAME ..., result in $W/results/eval_NAME.json
-  local name=$1; shift
-  $CLI eval $name --corpus $C --out $W/results/eval_$name.json "$@" > $W/logs/eval_$name.log 2>&1
-  log "eval $name rc=$? ($(tail -n1 $W/logs/eval_$name.log))"
-}
 ev speaker --classifier $W/speaker --reconstruction $E/reconstruction \
   --acoustic-generation $E/acoustic_generation --continuation $E/continuation
 ev ablation --classifier $W/speaker --continuation $E/continuation --acoustic-only $E/acoustic_only
-mkdir -p $W/detector
-ev detector --originals $E/reconstruction --continuation $E/continuation --workdir $W/detector \
-  --heldout-fraction 0.5 $DET
 if python3 -c "import pocketsphinx" 2> /dev/null; then
   ev wer --reconstruction $E/reconstruction --acoustic-generation $E/acoustic_generation $WER
 else
   log "eval wer skipped: pocketsphinx is not importable here (pip install pocketsphinx)"
 fi
-if [ -f $PAIRS/pairs.json ]; then BUILD=""
-elif command -v flite > /dev/null && command -v text2wave > /dev/null; then BUILD="--build"
-else BUILD=none; fi
-if [ "$BUILD" = none ]; then
-  log "eval pairs skipped: no $PAIRS/pairs.json and no flite/festival to synthesize them (build elsewhere: audiolm-jax eval pairs --build --pairs-dir DIR, then PAIRS=DIR)"
-else
-  ev pairs --pairs-dir $PAIRS $BUILD $PAIRS_N --semantic-run $W/stage_semantic --tokenizer $W/tokenizer
-fi
+wait; log "evaluations done"
 unset XLA_PYTHON_CLIENT_PREALLOCATE
 export XLA_FLAGS=$BASE_XLA_FLAGS   # speed figures with XLA's autotuning, as users run
 if [ $MODE = gpu ] && [ "${BENCH:-0}" = 1 ]; then  # paper-size speed (measured separately too)
