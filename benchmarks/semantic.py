@@ -8,7 +8,9 @@ tokenization throughput of codec + semantic tokenizer at paper size.
 
 ABX (eval/semantic_abx.run_abx): keys abx_within.* / abx_across.* for layer_1..layer_L (raw
 activations of --w2v-bert, else of the tokenizer's model), semantic, acoustic_2kbps,
-acoustic_6kbps and log_mel, with item and group counts under abx.counts. --tiny uses random-init
+acoustic_6kbps and log_mel, with item and group counts under abx.counts, 95% intervals under
+abx.abx_ci95 and paired intervals of the differences (semantic and each layer minus each acoustic
+feature and log-mel) under abx.abx_paired, from a bootstrap over triphone contexts. --tiny uses random-init
 tiny models (a w2v-BERT with k-means fitted on the split itself, a 12 x 1024 tiny codec).
 
 Throughput: random-init models of `--w2v-gin` (models/w2v_bert_xl) and `--codec-gin`

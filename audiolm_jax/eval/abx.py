@@ -42,6 +42,11 @@ import numpy as np
 # Labels of silence in flite/festival (pau), TIMIT (h#), Kaldi/MFA (sil, sp, spn) alignments.
 SILENCES = frozenset({"pau", "sil", "sp", "spn", "h#", "SIL", ""})
 DISTANCES = ("angular", "euclidean", "mismatch")
+# The nested averaging of group errors (`_mean_nested` levels: key positions averaged at each
+# stage). within keys (context, speaker, A phone, B phone): context, then speaker, then phone
+# pairs; across keys (context, X speaker, A/B speaker, A phone, B phone): (context, X speaker),
+# then the A/B speaker, then phone pairs.
+LEVELS = {"within": [[0], [1]], "across": [[0, 1], [2]]}
 # DTW chunks hold at most this many floats of padded frames (pairs x frames x dim), ~128 MB.
 _CHUNK_FLOATS = 1 << 25
 
@@ -209,9 +214,13 @@ class AbxResult:
     speakers: int
     phones: int
     contexts: int
+    # {"within"|"across": {group key: error}}: what the errors average (abx_bootstrap resamples it)
+    scores: Mapping[str, Mapping[tuple, float]] = dataclasses.field(
+        default_factory=dict, compare=False, repr=False)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "scores"}
 
 
 def item_segments(items: Sequence[AbxItem], features: Mapping[str, np.ndarray], frame_rate: float
@@ -330,7 +339,7 @@ def abx_error(items: Sequence[AbxItem], features: Mapping[str, np.ndarray], fram
         return np.array([[0.0 if x == o else lookup[(min(x, o), max(x, o))] for o in others]
                          for x in xs])
 
-    results = {}
+    results, all_scores = {}, {}
     for condition in ("within", "across"):
         if condition not in conditions:
             results[condition], results[condition + "_groups"] = None, 0
@@ -340,13 +349,12 @@ def abx_error(items: Sequence[AbxItem], features: Mapping[str, np.ndarray], fram
             xs = cells[cx]
             scores[key] = _group_error(matrix(xs, cells[ca]), matrix(xs, cells[cb]),
                                        same_x_a=condition == "within")
-        # within key (context, speaker, a, b): context, then speaker, then phone pairs.
-        # across key (context, x speaker, speaker, a, b): (context, x speaker), then speaker.
-        levels = [[0], [1]] if condition == "within" else [[0, 1], [2]]
-        results[condition] = _mean_nested(scores, levels)
+        results[condition] = _mean_nested(scores, LEVELS[condition])
         results[condition + "_groups"] = len(scores)
+        all_scores[condition] = scores
     return AbxResult(
         within=results["within"], across=results["across"], items=len(kept),
         items_dropped=len(items) - len(kept), within_groups=results["within_groups"],
         across_groups=results["across_groups"], speakers=len({i.speaker for i in kept}),
-        phones=len({i.phone for i in kept}), contexts=len({i.context for i in kept}))
+        phones=len({i.phone for i in kept}), contexts=len({i.context for i in kept}),
+        scores=all_scores)

@@ -2,7 +2,9 @@
 
     run_abx(corpus, split, tokenizer=, w2v_bert=, codec=) -> {
         "abx_within": {name: error}, "abx_across": {name: error},
-        "counts": {name: items, dropped items, groups, ...}, ...}
+        "counts": {name: items, dropped items, groups, ...},
+        "abx_ci95": {condition: {name: [lo, hi]}},
+        "abx_paired": {condition: {"semantic - acoustic_6kbps": {"difference", "ci95"}, ...}}, ...}
 
 names: `layer_1..layer_L` (raw MLM-layer activations of `w2v_bert`, else of the tokenizer's
 model), `semantic` (tokenizer ids), `acoustic_2kbps` / `acoustic_6kbps` (codec tokens of the first
@@ -20,7 +22,8 @@ import numpy as np
 
 from audiolm_jax.audio import load_audio
 from audiolm_jax.codec.soundstream import SoundStream
-from audiolm_jax.eval.abx import abx_error
+from audiolm_jax.eval.abx import LEVELS, AbxResult, abx_error
+from audiolm_jax.eval.abx_bootstrap import context_draws, interval, replicate_errors
 from audiolm_jax.eval.abx_corpus import read_split, select_utterances
 from audiolm_jax.eval.abx_features import (
     TOKEN_MODES,
@@ -42,7 +45,7 @@ def run_abx(corpus: str | Path, split: str = "heldout_voices", *,
             max_items: int | None = None, token_mode: str = "embedding",
             acoustic_kbps: dict[str, float] | None = None, log_mel: bool = True,
             max_group_size: int | None = 10, max_x_speakers: int | None = 5, seed: int = 0,
-            bucket_seconds: float = 2.0, extent: str = "triphone",
+            bucket_seconds: float = 2.0, extent: str = "triphone", bootstrap: int = 1000,
             progress: Callable[[str], None] = print) -> dict:
     """Triphone ABX (eval/abx.py) of every feature the given models provide, on one split.
 
@@ -50,7 +53,8 @@ def run_abx(corpus: str | Path, split: str = "heldout_voices", *,
       `w2v_bert` is None). w2v_bert: the model whose MLM layers are scored. codec: a SoundStream.
     token_mode: "embedding" scores tokens by their vectors (centroids, quantized embeddings) with
       the angular distance; "onehot" by their ids with the mismatch (0/1 per level) distance.
-    max_items: cap on items (whole utterances, speakers in turn). Other arguments: abx_error.
+    max_items: cap on items (whole utterances, speakers in turn). bootstrap: replicates of the
+    context bootstrap (abx_bootstrap; 0: no intervals). Other arguments: abx_error.
     """
     start = time.perf_counter()
     if token_mode not in TOKEN_MODES:
@@ -107,18 +111,25 @@ def run_abx(corpus: str | Path, split: str = "heldout_voices", *,
             progress(f"abx: features of {k + 1}/{len(utterances)} utterances")
     extract_s = time.perf_counter() - start
 
-    within, across, counts = {}, {}, {}
+    within, across, counts, results = {}, {}, {}, {}
     for name, (rate, distance) in specs.items():
         result = abx_error(items, features[name], rate, distance=distance,
                            max_group_size=max_group_size, max_x_speakers=max_x_speakers, seed=seed)
+        results[name] = result
         within[name], across[name] = result.within, result.across
         counts[name] = {k: v for k, v in result.to_dict().items() if k not in ("within", "across")}
         counts[name].update(frame_rate=rate, distance=distance)
         if progress:
             progress(f"abx {name}: within {_pct(result.within)}, across {_pct(result.across)} "
                      f"({result.items} items, {result.within_groups}/{result.across_groups} groups)")
+    intervals = bootstrap_intervals(results, bootstrap, seed) if bootstrap else {}
+    if progress and intervals:
+        for pair, row in intervals["abx_paired"]["across"].items():
+            if pair.startswith("semantic") and row["ci95"] is not None:
+                progress(f"abx across {pair}: {100 * row['difference']:+.2f} points "
+                         f"(95% CI {100 * row['ci95'][0]:+.2f} to {100 * row['ci95'][1]:+.2f})")
     return {
-        "abx_within": within, "abx_across": across, "counts": counts,
+        "abx_within": within, "abx_across": across, "counts": counts, **intervals,
         "corpus": str(Path(corpus).resolve()), "split": split,
         "utterances": len(utterances), "speakers": sorted({u.speaker for u in utterances}),
         "audio_hours": audio_seconds / 3600.0, "items_total": len(items),
@@ -128,11 +139,43 @@ def run_abx(corpus: str | Path, split: str = "heldout_voices", *,
         "config": {"token_mode": token_mode, "max_items": max_items,
                    "max_group_size": max_group_size, "max_x_speakers": max_x_speakers,
                    "seed": seed, "extent": extent, "bucket_seconds": bucket_seconds,
+                   "bootstrap_replicates": bootstrap,
                    "averaging": "within: context, speaker, phone pair; across: (context, X "
                                 "speaker), A/B speaker, phone pair (libri-light eval_ABX)"},
         "seconds": {"features": round(extract_s, 2),
                     "abx": round(time.perf_counter() - start - extract_s, 2)},
     }
+
+
+def bootstrap_intervals(results: dict[str, AbxResult], replicates: int = 1000, seed: int = 0
+                        ) -> dict:
+    """95% intervals of every feature's errors and paired intervals of the differences
+    (semantic tokens and each layer minus each acoustic feature and log-mel), from one context
+    bootstrap shared by all features (eval/abx_bootstrap.py):
+        {"abx_ci95": {condition: {name: [lo, hi]}},
+         "abx_paired": {condition: {"a - b": {"difference": d, "ci95": [lo, hi]}}}}"""
+    contexts = sorted({key[0] for r in results.values() for scores in r.scores.values()
+                       for key in scores})
+    if not contexts:
+        return {}
+    draws = context_draws(contexts, replicates, seed)
+    ours = [n for n in results if n == "semantic" or n.startswith("layer_")]
+    theirs = [n for n in results if n.startswith("acoustic_") or n == "log_mel"]
+    ci95, paired = {}, {}
+    for condition in ("within", "across"):
+        reps = {name: replicate_errors(r.scores.get(condition, {}), LEVELS[condition], draws,
+                                       contexts) for name, r in results.items()}
+        ci95[condition] = {name: interval(v) for name, v in reps.items()}
+        paired[condition] = {}
+        for a in ours:
+            for b in theirs:
+                ea, eb = getattr(results[a], condition), getattr(results[b], condition)
+                if ea is not None and eb is not None:
+                    paired[condition][f"{a} - {b}"] = {
+                        "difference": ea - eb, "ci95": interval(reps[a] - reps[b])}
+    return {"abx_ci95": ci95, "abx_paired": paired,
+            "abx_bootstrap": {"replicates": replicates, "seed": seed, "unit": "triphone context",
+                              "contexts": len(contexts)}}
 
 
 def choose_layer_by_abx(corpus: str | Path, split: str, model: W2vBert, *,
@@ -144,7 +187,7 @@ def choose_layer_by_abx(corpus: str | Path, split: str, model: W2vBert, *,
     AudioLM picks its layer by such a probe (Figure 3); pick on a split other than the one the
     tokens are reported on."""
     result = run_abx(corpus, split, w2v_bert=model, max_items=max_items, log_mel=False,
-                     progress=progress)
+                     bootstrap=0, progress=progress)
     layers = sorted(result["abx_within"], key=lambda name: int(name.split("_")[1]))
     criterion = ("abx_across" if all(result["abx_across"][n] is not None for n in layers)
                  else "abx_within")
