@@ -46,6 +46,12 @@ EXTRAS = {
         "pystoi==0.4.1",
         "visqol-python==3.8.0",
         "jiwer==4.0.0",
+        # The speaker encoder of `eval similarity` (weights in the wheel). Its torch: 2.13.0
+        # (the CPU build lies on the project machines' disk; elsewhere take the CPU index).
+        "resemblyzer==0.1.4",
+        "torch==2.13.0",
+        # resemblyzer's VAD (webrtcvad) imports pkg_resources, which setuptools 81 removed.
+        "setuptools<81",
     ],
     "dev": [
         "pytest==9.2.0",

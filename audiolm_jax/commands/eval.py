@@ -11,6 +11,9 @@
     audiolm-jax eval abx      --tokenizer DIR [--codec RUN]                (Fig. 3, ABX)
     audiolm-jax eval ablation --continuation DIR --acoustic-only DIR [--classifier RUN]
                               (sec. IV-F: speaker rows; babbling rows from ASR transcripts)
+    audiolm-jax eval similarity [--reconstruction DIR] [--acoustic-generation DIR]
+                              [--continuation DIR] [--acoustic-only DIR]
+                              (Table III's independent check: resemblyzer cosine)
 
 What exists runs now (the classifier on originals, ASR of originals, building the pairs, ABX of
 the tokenizers); a row that needs generated audio takes a directory of it (files named after
@@ -25,7 +28,7 @@ import time
 
 import numpy as np
 
-EXPERIMENTS = ("speaker", "wer", "pairs", "piano", "detector", "abx", "ablation")
+EXPERIMENTS = ("speaker", "wer", "pairs", "piano", "detector", "abx", "ablation", "similarity")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,7 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--codec", default=None, help="codec run or export")
     p.add_argument("--audiolm", default=None, help="piano: AudioLM continuations directory")
     p.add_argument("--acoustic-only", default=None,
-                   help="piano / ablation: continuations of the acoustic-only model")
+                   help="piano / ablation / similarity: continuations of the acoustic-only "
+                        "model")
     p.add_argument("--originals", default=None, help="detector: originals through the codec")
     p.add_argument("--workdir", default=None, help="detector: where to train it")
     p.add_argument("--steps", type=int, default=2000, help="detector: training steps")
@@ -222,6 +226,23 @@ def _abx(args) -> dict:
         codec = load_codec(args.codec)
     return {"abx": run_abx(args.corpus, tokenizer=args.tokenizer, codec=codec,
                            max_items=args.max_items, seed=args.seed)}
+
+
+def _similarity(args) -> dict:
+    from audiolm_jax.eval.speaker_similarity import SpeakerEncoder, similarity_table
+
+    generated = _generated(args)
+    if args.acoustic_only:
+        _need(args, "acoustic-only", why="continuations of the acoustic-only model")
+        generated["acoustic_only"] = args.acoustic_only
+    if not generated:
+        raise SystemExit("audiolm-jax eval similarity: needs at least one of --reconstruction, "
+                         "--acoustic-generation, --continuation, --acoustic-only (directories of "
+                         "generated audio named after their source utterances)")
+    table = similarity_table(SpeakerEncoder(), _index(args), generated,
+                             prompt_seconds=args.skip_seconds, seed=args.seed, progress=print)
+    return {"similarity": {**{f"{k}_cosine": v["value"] for k, v in table.items()}, "rows": table,
+                           "encoder": "resemblyzer VoiceEncoder (GE2E, 256-d), cosine"}}
 
 
 def _ablation(args) -> dict:
