@@ -21,6 +21,10 @@
 #     --acoustic-generation D/eval_audio/acoustic_generation --limit 40
 #   audiolm-jax eval ablation --corpus C --continuation D/eval_audio/continuation \
 #     --acoustic-only D/eval_audio/acoustic_only --out results/eval_ablation_babble.json
+# and the resemblyzer check of Table III (webrtcvad has no wheel to carry to a GPU image):
+#   audiolm-jax eval similarity --corpus C --reconstruction D/eval_audio/reconstruction \
+#     --acoustic-generation D/eval_audio/acoustic_generation \
+#     --continuation D/eval_audio/continuation --acoustic-only D/eval_audio/acoustic_only
 MODE=${MODE:-gpu}; W=${WORK:-/tmp/p}; C=${CORPUS:-outputs/demo/world/speech}
 mkdir -p $W/logs $W/results $W/gen
 rm -f $W/DONE; echo $$ > $W/pipeline.pid  # collect_run.sh stops waiting if this process dies
