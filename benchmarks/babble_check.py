@@ -19,8 +19,8 @@ def write_pairs(corpus: str, work: str, prompt_seconds: float = 3.0, min_seconds
 
     try:  # any audio extension: the FLAC tree or its Opus copy (pack_corpus.py)
         examples = scan_corpus(corpus, splits=["heldout_voices"])
-    except (FileNotFoundError, CorpusLayoutError):
-        return 0
+    except (FileNotFoundError, CorpusLayoutError) as e:   # say why, not just "nothing found"
+        raise SystemExit(f"babble_check: {corpus} cannot be read as a speech corpus: {e}") from e
     forward, backward = os.path.join(work, "forward"), os.path.join(work, "reversed")
     os.makedirs(forward, exist_ok=True)
     os.makedirs(backward, exist_ok=True)
