@@ -1,5 +1,5 @@
 """Writes the generated audio of the evaluation tables (audiolm_jax/eval/eval_audio.py) for the
-held-out-voice prompts of a corpus, and a small JSON of what it wrote and how long it took.
+held-out prompts of a corpus, and a small JSON of what it wrote and how long it took.
 
     python3 benchmarks/eval_audio.py --corpus C --out W/eval_audio --json W/results/eval_audio.json \
       --semantic W/stage_semantic --coarse W/stage_coarse --fine W/stage_fine \
@@ -10,6 +10,14 @@ Then: audiolm-jax eval speaker|wer|ablation|detector with --continuation OUT/con
 --acoustic-only OUT/acoustic_only, --reconstruction OUT/reconstruction (also the detector's
 --originals), --acoustic-generation OUT/acoustic_generation. A system whose run is not given (or
 does not exist) is left out with a note; the script fails only if nothing can be written.
+
+Piano (AudioLM sec. IV-I: two stages, no fine run; prompts are the openings of held-out pieces):
+
+    python3 benchmarks/eval_audio.py --layout piano --corpus P --out W/eval_audio \
+      --semantic W/stage_semantic --coarse W/stage_coarse --acoustic-only W/stage_acoustic \
+      --codec W/codec_export --tokenizer W/tokenizer --no-acoustic-generation --samples 4
+    audiolm-jax eval piano --corpus P --audiolm W/eval_audio/continuation \
+      --acoustic-only W/eval_audio/acoustic_only
 """
 from __future__ import annotations
 
@@ -23,6 +31,9 @@ import time
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--corpus", required=True)
+    p.add_argument("--layout", default="libri_light",
+                   choices=("libri_light", "librispeech", "piano"),
+                   help="corpus layout; piano prompts the held-out pieces (default libri_light)")
     p.add_argument("--out", required=True, help="directory for the audio")
     p.add_argument("--json", default=None, help="summary JSON (default OUT/eval_audio.json)")
     for name in ("semantic", "coarse", "fine", "acoustic-only"):
@@ -32,10 +43,13 @@ def main(argv=None) -> int:
     p.add_argument("--prompts", type=int, default=8)
     p.add_argument("--prompt-seconds", type=float, default=3.0)
     p.add_argument("--seconds", type=float, default=7.0, help="continuation after the prompt")
+    p.add_argument("--samples", type=int, default=1,
+                   help="continuations per prompt and system (<id>-s<k>.wav, k < SAMPLES)")
     p.add_argument("--min-seconds", type=float, default=4.0,
                    help="shortest source utterance (the paper's 4-10 s)")
     p.add_argument("--longest-seconds", type=float, default=10.0,
-                   help="longest source utterance chosen (the paper's 4-10 s)")
+                   help="longest source utterance chosen (the paper's 4-10 s; speech only: "
+                        "piano pieces are cut to --max-seconds)")
     p.add_argument("--max-seconds", type=float, default=10.0,
                    help="sources are cut to this (reconstructions, acoustic generations)")
     p.add_argument("--no-acoustic-generation", action="store_true")
@@ -68,11 +82,12 @@ def main(argv=None) -> int:
     load_seconds = time.perf_counter() - start
     for note in notes:
         print(f"eval_audio: note: {note}", file=sys.stderr)
-    examples = choose_prompts(scan_corpus(args.corpus, "libri_light"), args.prompts,
+    examples = choose_prompts(scan_corpus(args.corpus, args.layout), args.prompts,
                               max(args.min_seconds, args.prompt_seconds), args.longest_seconds)
     summary = write_eval_audio(args.out, examples, audiolm=audiolm, acoustic_only=baseline,
                                codec=codec, prompt_seconds=args.prompt_seconds,
-                               seconds=args.seconds, max_seconds=args.max_seconds, seed=args.seed,
+                               seconds=args.seconds, max_seconds=args.max_seconds,
+                               num_samples=args.samples, seed=args.seed,
                                acoustic_generation=not args.no_acoustic_generation,
                                progress=lambda m: print(m, flush=True))
     result = {"eval_audio": summary, "notes": notes, "load_seconds": round(load_seconds, 2),

@@ -103,6 +103,25 @@ def test_device_chain_runs_the_pipeline_from_private_copies(tmp_path):
         assert "results/env.txt" in tar.getnames()
 
 
+def test_device_chain_runs_the_pipeline_named_by_PIPELINE(tmp_path):
+    snap = _fake_snapshot(tmp_path)
+    (snap / "benchmarks" / "piano_pipeline.sh").write_text(
+        FAKE_PIPELINE.replace("$MODE", "piano-$MODE"))
+    chain, work = tmp_path / "chain", tmp_path / "w"
+    env = dict(os.environ, CHAIN=str(chain), WORK=str(work), MODE="cpu",
+               PIPELINE="benchmarks/piano_pipeline.sh")
+    result = subprocess.run(["bash", CHAIN_SCRIPT, str(snap), str(tmp_path / "corpus"), "none",
+                             "none", str(tmp_path / "out"), "30"], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (work / "results" / "env.txt").read_text().split("\n")[4] == "piano-cpu"
+    env["PIPELINE"] = "benchmarks/nope.sh"
+    result = subprocess.run(["bash", CHAIN_SCRIPT, str(snap), str(tmp_path / "corpus"), "none",
+                             "none", str(tmp_path / "out"), "5"], env=env, capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 2 and "has no benchmarks/nope.sh" in result.stderr
+
+
 def test_device_chain_refuses_a_missing_corpus(tmp_path):
     snap = _fake_snapshot(tmp_path)
     result = subprocess.run(["bash", CHAIN_SCRIPT, str(snap), str(tmp_path / "nope"), "none",

@@ -1,5 +1,6 @@
 """Generated audio for the evaluation tables (eval/eval_audio.py) with tiny random models."""
 import numpy as np
+import pytest
 import soundfile as sf
 
 from audiolm_jax.data.corpus import CorpusIndex, Example
@@ -28,6 +29,25 @@ def test_prompts_round_robin_over_voices_from_the_eval_role(tmp_path):
     # Eval role = odd utterances per voice (0001, 0003); voice a, voice b, then voice a again.
     assert [e.id for e in chosen] == ["voice_a-book-0001", "voice_b-book-0001",
                                       "voice_a-book-0003"]
+
+
+def test_piano_prompts_are_heldout_pieces_of_any_length_round_robin_over_performers(tmp_path):
+    # layout piano: {split}/{performer}/{piece}/{performer}-{piece}.flac; no roles, no upper bound.
+    examples = []
+    for split, performer, piece, seconds in (("train", "p1", "x", 2.0),
+                                             ("heldout_pieces", "p1", "a", 12.0),
+                                             ("heldout_pieces", "p1", "b", 0.5),
+                                             ("heldout_pieces", "p1", "c", 1.5),
+                                             ("heldout_pieces", "p2", "d", 1.5)):
+        path = tmp_path / split / performer / piece / f"{performer}-{piece}.flac"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, np.zeros(int(seconds * 16000), np.float32), 16000)
+        examples.append(Example(path.stem, str(path), split, performer, piece))
+    index = CorpusIndex(root=str(tmp_path), layout="piano", examples=tuple(examples))
+    chosen = choose_prompts(index, 3, min_seconds=1.0, max_seconds=10.0)
+    assert [e.id for e in chosen] == ["p1-a", "p2-d", "p1-c"]
+    with pytest.raises(ValueError, match="held-out piece"):
+        choose_prompts(index, 3, min_seconds=20.0)
 
 
 def test_eval_audio_names_durations_and_prompts(parts, tmp_path):  # noqa: F811

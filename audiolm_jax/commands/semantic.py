@@ -59,7 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--out", required=True, help="tokenizer directory to write (replaced)")
     fit.add_argument("--max-hours", type=float, default=None, help="read at most this much audio")
     fit.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
-    fit.add_argument("--layout", default=None, help="corpus layout: libri_light (default), librispeech")
+    fit.add_argument("--layout", default=None,
+                     help="corpus layout: libri_light (default), librispeech, piano")
     fit.set_defaults(func=_run_fit, takes_gin=True)
 
     tok = actions.add_parser(

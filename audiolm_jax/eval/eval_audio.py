@@ -1,7 +1,7 @@
 """The generated audio the evaluation tables score, written as `audiolm-jax eval` matches it.
 
-From held-out-voice prompts (eval-role utterances of `heldout_voices`, `speaker_data`), under
-`out`:
+From held-out prompts (speech: eval-role utterances of `heldout_voices`, `speaker_data`; piano:
+the pieces of `heldout_pieces`, each prompted with its opening), under `out`:
 
     continuation/<id>-s<k>.wav         AudioLM: the first `prompt_seconds` of <id>, then `seconds`
                                        generated (Table III continuation row, detector, ablation)
@@ -28,15 +28,27 @@ import numpy as np
 from audiolm_jax.data.corpus import CorpusIndex, Example
 
 KIND_DIRS = ("continuation", "acoustic_only", "reconstruction", "acoustic_generation")
+HELDOUT_PIECES = "heldout_pieces"   # the piano prompts' split (data/piano_world.py)
 
 
 def choose_prompts(index: CorpusIndex, count: int, min_seconds: float,
                    max_seconds: float = 10.0) -> list[Example]:
-    """`count` eval-role held-out-voice utterances of [min_seconds, max_seconds], taken round-robin
-    over the voices (sorted ids within each), so every held-out voice is prompted."""
+    """`count` held-out prompts, taken round-robin over the voices (performers for piano; sorted
+    ids within each), so every held-out voice is prompted. Speech (libri_light, librispeech):
+    eval-role held-out-voice utterances of [min_seconds, max_seconds]. Piano: held-out pieces of
+    at least min_seconds, whatever their length (pieces last minutes; `write_eval_audio` cuts
+    the sources and the prompt is a piece's opening)."""
+    from audiolm_jax.audio import audio_info  # noqa: PLC0415
     from audiolm_jax.eval.speaker_data import eval_prompts  # noqa: PLC0415
 
-    pool = eval_prompts(index, min_seconds=min_seconds, max_seconds=max_seconds)
+    if index.layout == "piano":
+        pool = [e for e in index.examples if e.split == HELDOUT_PIECES
+                and audio_info(e.path).duration_s >= min_seconds]
+        need = f"a held-out piece (split {HELDOUT_PIECES}) of {min_seconds:g} s or more"
+    else:
+        pool = eval_prompts(index, min_seconds=min_seconds, max_seconds=max_seconds)
+        need = (f"an eval-role held-out-voice utterance (split heldout_voices) of "
+                f"{min_seconds:g}-{max_seconds:g} s")
     by_voice: dict[str, list[Example]] = {}
     for e in pool:
         by_voice.setdefault(e.speaker, []).append(e)
@@ -47,8 +59,7 @@ def choose_prompts(index: CorpusIndex, count: int, min_seconds: float,
             if queue and len(chosen) < count:
                 chosen.append(queue.pop(0))
     if not chosen:
-        raise ValueError(f"{index.root}: no eval-role held-out-voice utterance lasts "
-                         f"{min_seconds:g}-{max_seconds:g} s; use a corpus with heldout_voices")
+        raise ValueError(f"{index.root} ({index.layout} layout) has no {need}")
     return chosen
 
 

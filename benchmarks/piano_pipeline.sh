@@ -1,0 +1,112 @@
+#!/bin/bash
+# shellcheck disable=SC2086  # option lists ($CODEC, $STAGE, ...) are split into words on purpose
+# The piano experiment (AudioLM sec. IV-I) on one machine, stage by stage, time-boxed, as
+# benchmarks/small_world_pipeline.sh does for speech (read it first): piano codec (Q=3 x N=2^14)
+# + w2v-BERT on piano -> k-means (the config's layer: piano has no phone timings to choose one by
+# ABX) -> codec export -> token caches of train and heldout_pieces -> the semantic and coarse
+# stages (the coarse stage predicts all 3 levels: two stages, no fine stage) and the acoustic-only
+# baseline in one time box -> continuations of the held-out pieces' openings by AudioLM and by the
+# acoustic-only model (benchmarks/eval_audio.py --layout piano: same prompts, same file names) ->
+# the audio packed as FLAC -> `audiolm-jax eval piano` (AudioLM's win rate over the baseline on
+# prompt-coherence metrics, $WORK/results/eval_piano.json). MODE=cpu is a dry run of the plumbing
+# (2 steps each, tiny batches) for a 2-core machine. Run from the repository root (or a copy):
+#   MODE=gpu WORK=/tmp/pp CORPUS=outputs/demo/world/piano bash benchmarks/piano_pipeline.sh
+# CORPUS: a piano tree (`audiolm-jax corpus piano`; splits train and heldout_pieces). Token
+# caches go to outputs/tokens/piano/<split> (what experiments/stage_*_piano_small_world.gin
+# read); logs in $WORK/logs. On a borrowed machine start it with benchmarks/device_chain.sh:
+#   PIPELINE=benchmarks/piano_pipeline.sh WORK=/tmp/pp bash benchmarks/device_chain.sh \
+#     .carry/snap .carry/world_opus/piano none .whl $OUT 540
+# RESUME=1 keeps a trained codec export and semantic tokenizer already under $WORK and starts at
+# the token caches.
+MODE=${MODE:-gpu}; W=${WORK:-/tmp/pp}; C=${CORPUS:-outputs/demo/world/piano}
+mkdir -p $W/logs $W/results
+rm -f $W/DONE; echo $$ > $W/pipeline.pid  # collect_run.sh stops waiting if this process dies
+log() { echo "[$(date +%T) +$(( $(date +%s) - T0 ))s] $*" | tee -a $W/logs/pipeline.log; }
+last_step() { grep -oE 'step [0-9]+' $W/logs/$1.log | tail -n1; }  # a trainer's last step
+T0=$(date +%s)
+CLI="python3 -m audiolm_jax.cli"
+if [ $MODE = gpu ]; then
+  # One H200: the codec's box is the chain's longest step (w2v-BERT and k-means run beside it).
+  CODEC_T=420; W2V_T=300; STAGE_T=180; W2V=""; CODEC=""; STAGE=""; FIT=""; TOK="--batch-size 8"
+  # 0.5 h of piano holds ~3 held-out pieces: 8 continuations of each opening per system (each
+  # continuation pairs with the baseline's of the same name in `eval piano`).
+  EVAL_AUDIO="--prompts 8 --samples 8 --prompt-seconds 3 --seconds 7"
+  export XLA_PYTHON_CLIENT_MEM_FRACTION=0.3
+  # Later steps load the models earlier steps compiled (stage LMs -> eval_audio).
+  export JAX_COMPILATION_CACHE_DIR=$W/jax_cache
+else
+  CODEC_T=600; W2V_T=1200; STAGE_T=600; FIT="--max-hours 0.03"; TOK="--batch-size 2"
+  W2V="--gin.train.num_train_steps=2 --gin.OptimizerConfig.warmup_steps=1 --gin.train_crops/audio_crop_batches.batch_size=2 --gin.train_crops/audio_crop_batches.crop_seconds=1.0 --gin.eval_crops/audio_crop_batches.batch_size=2 --gin.train.eval_batches=1"
+  CODEC="--gin.train.num_train_steps=2 --gin.audio_crop_batches.batch_size=2 --gin.audio_crop_batches.crop_seconds=0.5"
+  # Short crops: the piano vocabulary (49667 ids) makes the logits 4x the speech stages'.
+  STAGE="--gin.train.num_train_steps=2 --gin.BATCH_SIZE=2 --gin.CROP_SECONDS=4.0 --gin.train.eval_every=0 --gin.train.eval_data=None"
+  EVAL_AUDIO="--prompts 4 --samples 2 --prompt-seconds 3 --seconds 1 --max-seconds 4.5 --dtype float32"
+fi
+log "start MODE=$MODE corpus $C"
+if [ "${RESUME:-0}" = 1 ] && [ -d $W/codec_export ] && [ -d $W/tokenizer ]; then
+  log "resume: keeping $W/codec_export and $W/tokenizer"; SKIP_TOKENIZERS=1
+else SKIP_TOKENIZERS=0; fi
+if [ $SKIP_TOKENIZERS = 0 ]; then
+# Time-boxed: SIGTERM makes the trainer save at the next step boundary (training/preemption.py).
+timeout -s TERM $CODEC_T $CLI train --gin_file=experiments/codec_piano_small_world --gin.CORPUS="'$C'" \
+  --gin.train.workdir="'$W/codec'" --gin.train.eval_data=None --gin.train.eval_every=0 \
+  --gin.train.num_train_steps=100000 --gin.CodecObjective.discriminator_start_step=1500 $CODEC \
+  > $W/logs/codec.log 2>&1 &
+CODEC_PID=$!
+# w2v-BERT on piano (experiments/w2v_bert_piano_small_world: the speech recipe, piano layout,
+# evaluated on heldout_pieces), then k-means on its MLM layer, while the codec still trains.
+timeout -s TERM $W2V_T $CLI train --gin_file=experiments/w2v_bert_piano_small_world \
+  --gin.audio_crop_batches.root="'$C'" --gin.train.workdir="'$W/w2v'" $W2V \
+  > $W/logs/w2v.log 2>&1; log "w2v rc=$? ($(last_step w2v))"
+$CLI semantic fit-kmeans --checkpoint $W/w2v --corpus $C --out $W/tokenizer --layout piano \
+  --gin_file=experiments/w2v_bert_piano_small_world $FIT > $W/logs/kmeans.log 2>&1
+log "kmeans rc=$? ($(grep -m1 '^saved' $W/logs/kmeans.log))"
+wait $CODEC_PID; log "codec rc=$? ($(last_step codec))"
+$CLI export --checkpoint $W/codec/checkpoints --out $W/codec_export --prefix generator \
+  --exclude embed_sum cluster_size --float-dtype bfloat16 > $W/logs/export.log 2>&1; log "export rc=$?"
+fi
+# Token caches: the train split first (its length buckets compile), then heldout_pieces (a few
+# pieces: one shard). Nothing else holds the GPU now, so the default memory fraction.
+unset XLA_PYTHON_CLIENT_MEM_FRACTION
+tokenize() {  # tokenize SPLIT SHARDS
+  $CLI tokenize --corpus $C --layout piano --split $1 --codec $W/codec_export \
+    --semantic $W/tokenizer --out outputs/tokens/piano/$1 --shards $2 \
+    --dataset small_world_piano $TOK > $W/logs/tokenize_$1.log 2>&1
+}
+tokenize train 4; log "tokenize train rc=$? ($(tail -n1 $W/logs/tokenize_train.log))"
+tokenize heldout_pieces 1
+log "tokenize heldout_pieces rc=$? ($(tail -n1 $W/logs/tokenize_heldout_pieces.log))"
+# The cache's vocabulary (3 + K + Q * N) must fit the stages' VOCAB_SIZE (49667 for K=512 and the
+# 3 x 16384 codec): pass the cache's own size, which stage_batches checks.
+VOCAB=$(python3 -c "from audiolm_jax.tokens import TokenCache; print(TokenCache('outputs/tokens/piano/train').vocabulary().size)" 2> $W/logs/vocab.log)
+log "vocabulary size ${VOCAB:-unknown} (stage gin default 49667)"
+# The two stages and the acoustic-only baseline share the GPU and one time box (memory: 3 x 0.3;
+# the 49667-id logits dominate). On CPU the baseline starts after the two stages.
+[ $MODE = gpu ] && export XLA_PYTHON_CLIENT_MEM_FRACTION=0.3
+declare -A STAGE_PID
+stage_done() { wait ${STAGE_PID[$1]}; log "stage $1 rc=$? ($(last_step stage_$1))"; }
+for st in semantic coarse acoustic; do
+  [ $MODE = cpu ] && [ $st = acoustic ] && { stage_done semantic; stage_done coarse; }
+  timeout -s TERM $STAGE_T $CLI train --gin_file=experiments/stage_${st}_piano_small_world \
+    --gin.train.workdir="'$W/stage_$st'" --gin.train.num_train_steps=100000 \
+    ${VOCAB:+--gin.VOCAB_SIZE=$VOCAB} $STAGE > $W/logs/stage_$st.log 2>&1 &
+  STAGE_PID[$st]=$!
+done
+[ $MODE = gpu ] && { stage_done semantic; stage_done coarse; }
+stage_done acoustic
+unset XLA_PYTHON_CLIENT_MEM_FRACTION; export XLA_PYTHON_CLIENT_PREALLOCATE=false
+# Continuations of the held-out pieces' openings: AudioLM (semantic + coarse over all 3 levels,
+# no fine run) and the acoustic-only baseline, same prompts and file names; reconstructions too.
+E=$W/eval_audio
+python3 benchmarks/eval_audio.py --layout piano --corpus $C --out $E \
+  --json $W/results/eval_audio.json --semantic $W/stage_semantic --coarse $W/stage_coarse \
+  --acoustic-only $W/stage_acoustic --codec $W/codec_export --tokenizer $W/tokenizer \
+  --no-acoustic-generation $EVAL_AUDIO > $W/logs/eval_audio.log 2>&1; log "eval_audio rc=$?"
+# The generated audio as FLAC in one tar, before the evaluation (collect_run.sh hands it back).
+python3 benchmarks/pack_audio.py $W/eval_audio_flac.tar $E > $W/logs/pack_audio.log 2>&1
+log "pack_audio rc=$? ($(tail -n1 $W/logs/pack_audio.log))"
+$CLI eval piano --corpus $C --audiolm $E/continuation --acoustic-only $E/acoustic_only \
+  --out $W/results/eval_piano.json > $W/logs/eval_piano.log 2>&1
+log "eval piano rc=$? ($(tail -n1 $W/logs/eval_piano.log))"
+unset XLA_PYTHON_CLIENT_PREALLOCATE
+log "DONE"; touch $W/DONE
