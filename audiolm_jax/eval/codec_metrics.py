@@ -13,8 +13,11 @@ default since 2023) needs `visqol-python[lattice]` and scores 1-2 MOS lower; pas
 """
 from __future__ import annotations
 
+import concurrent.futures
 import functools
+import multiprocessing
 import warnings
+from concurrent.futures.process import BrokenProcessPool
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -108,15 +111,43 @@ def visqol_speech(ref, deg, sample_rate: int = SAMPLE_RATE, lattice: bool = Fals
 
 # --- PESQ, STOI -------------------------------------------------------------------------------
 
-def pesq_wb(ref, deg, sample_rate: int = SAMPLE_RATE) -> float:
-    """Wide-band PESQ (ITU-T P.862.2) MOS-LQO, about 1.04 .. 4.64 (identical signals)."""
-    ref, deg = check_pair(ref, deg, sample_rate, "PESQ-WB", SAMPLE_RATE)
-    pesq = _import("pesq")
+def _pesq_in_child(sample_rate: int, ref: np.ndarray, deg: np.ndarray
+                   ) -> tuple[float | None, str | None]:
+    """(score, None) or (None, error): runs in pesq_wb's child process."""
+    import pesq  # noqa: PLC0415
+
     try:
-        return float(pesq.pesq(sample_rate, ref, deg, "wb"))
+        return float(pesq.pesq(sample_rate, ref, deg, "wb")), None
     except (pesq.PesqError, ValueError) as e:  # ValueError: NaN inside PESQ on silent input
-        raise MetricError(f"PESQ-WB failed ({type(e).__name__}: {e}); it needs at least ~0.25 s "
-                          "of speech in the reference and a non-silent degraded signal") from e
+        return None, f"{type(e).__name__}: {e}"
+
+
+_pesq_pool = None   # one spawned worker per process, made on first use
+
+
+def pesq_wb(ref, deg, sample_rate: int = SAMPLE_RATE) -> float:
+    """Wide-band PESQ (ITU-T P.862.2) MOS-LQO, about 1.04 .. 4.64 (identical signals).
+
+    Scored in a child process: the pesq C library segfaults on some long signals (a 116 s
+    piano piece, 200 s of a synthetic tone), which would kill the whole command; a crash here
+    is a MetricError for that pair."""
+    global _pesq_pool
+    ref, deg = check_pair(ref, deg, sample_rate, "PESQ-WB", SAMPLE_RATE)
+    _import("pesq")   # MetricUnavailable here, not in the child
+    if _pesq_pool is None:
+        _pesq_pool = concurrent.futures.ProcessPoolExecutor(
+            1, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        score, error = _pesq_pool.submit(_pesq_in_child, sample_rate, ref, deg).result()
+    except BrokenProcessPool as e:
+        _pesq_pool = None
+        raise MetricError(f"PESQ-WB crashed in the pesq C library on {ref.size / sample_rate:.1f} s "
+                          "of audio (it is meant for 8-20 s of speech; score shorter excerpts)"
+                          ) from e
+    if error is not None:
+        raise MetricError(f"PESQ-WB failed ({error}); it needs at least ~0.25 s of speech in the "
+                          "reference and a non-silent degraded signal")
+    return score
 
 
 def stoi(ref, deg, sample_rate: int = SAMPLE_RATE, extended: bool = False) -> float:
