@@ -19,15 +19,12 @@
 # RESUME=1 keeps a trained codec export and semantic tokenizer already under $WORK and starts at
 # the token caches.
 MODE=${MODE:-gpu}; W=${WORK:-/tmp/pp}; C=${CORPUS:-outputs/demo/world/piano}
-mkdir -p $W/logs $W/results
-rm -f $W/DONE; echo $$ > $W/pipeline.pid  # collect_run.sh stops waiting if this process dies
-log() { echo "[$(date +%T) +$(( $(date +%s) - T0 ))s] $*" | tee -a $W/logs/pipeline.log; }
-last_step() { grep -oE 'step [0-9]+' $W/logs/$1.log | tail -n1; }  # a trainer's last step
-T0=$(date +%s)
-CLI="python3 -m audiolm_jax.cli"
+# shellcheck source-path=SCRIPTDIR source=chain_lib.sh
+. "$(dirname "$0")/chain_lib.sh"
+chain_begin
 if [ $MODE = gpu ]; then
   # One H200: the codec's box is the chain's longest step (w2v-BERT and k-means run beside it).
-  CODEC_T=420; W2V_T=300; STAGE_T=180; W2V=""; CODEC=""; STAGE=""; FIT=""; TOK="--batch-size 8"
+  CODEC_T=420; W2V_T=300; STAGE_T=180; W2V=""; CODEC=""; STAGE=""; FIT="--layout piano"; TOK="--batch-size 8"
   # 0.5 h of piano holds ~3 held-out pieces: 8 continuations of each opening per system (each
   # continuation pairs with the baseline's of the same name in `eval piano`).
   EVAL_AUDIO="--prompts 8 --samples 8 --prompt-seconds 3 --seconds 7"
@@ -35,7 +32,7 @@ if [ $MODE = gpu ]; then
   # Later steps load the models earlier steps compiled (stage LMs -> eval_audio).
   export JAX_COMPILATION_CACHE_DIR=$W/jax_cache
 else
-  CODEC_T=600; W2V_T=1200; STAGE_T=600; FIT="--max-hours 0.03"; TOK="--batch-size 2"
+  CODEC_T=600; W2V_T=1200; STAGE_T=600; FIT="--layout piano --max-hours 0.03"; TOK="--batch-size 2"
   W2V="--gin.train.num_train_steps=2 --gin.OptimizerConfig.warmup_steps=1 --gin.train_crops/audio_crop_batches.batch_size=2 --gin.train_crops/audio_crop_batches.crop_seconds=1.0 --gin.eval_crops/audio_crop_batches.batch_size=2 --gin.train.eval_batches=1"
   CODEC="--gin.train.num_train_steps=2 --gin.audio_crop_batches.batch_size=2 --gin.audio_crop_batches.crop_seconds=0.5"
   # Short crops: the piano vocabulary (49667 ids) makes the logits 4x the speech stages'.
@@ -43,28 +40,9 @@ else
   EVAL_AUDIO="--prompts 4 --samples 2 --prompt-seconds 3 --seconds 1 --max-seconds 4.5 --dtype float32"
 fi
 log "start MODE=$MODE corpus $C"
-if [ "${RESUME:-0}" = 1 ] && [ -d $W/codec_export ] && [ -d $W/tokenizer ]; then
-  log "resume: keeping $W/codec_export and $W/tokenizer"; SKIP_TOKENIZERS=1
-else SKIP_TOKENIZERS=0; fi
-if [ $SKIP_TOKENIZERS = 0 ]; then
-# Time-boxed: SIGTERM makes the trainer save at the next step boundary (training/preemption.py).
-timeout -s TERM $CODEC_T $CLI train --gin_file=experiments/codec_piano_small_world --gin.CORPUS="'$C'" \
-  --gin.train.workdir="'$W/codec'" --gin.train.eval_data=None --gin.train.eval_every=0 \
-  --gin.train.num_train_steps=100000 --gin.CodecObjective.discriminator_start_step=1500 $CODEC \
-  > $W/logs/codec.log 2>&1 &
-CODEC_PID=$!
 # w2v-BERT on piano (experiments/w2v_bert_piano_small_world: the speech recipe, piano layout,
-# evaluated on heldout_pieces), then k-means on its MLM layer, while the codec still trains.
-timeout -s TERM $W2V_T $CLI train --gin_file=experiments/w2v_bert_piano_small_world \
-  --gin.audio_crop_batches.root="'$C'" --gin.train.workdir="'$W/w2v'" $W2V \
-  > $W/logs/w2v.log 2>&1; log "w2v rc=$? ($(last_step w2v))"
-$CLI semantic fit-kmeans --checkpoint $W/w2v --corpus $C --out $W/tokenizer --layout piano \
-  --gin_file=experiments/w2v_bert_piano_small_world $FIT > $W/logs/kmeans.log 2>&1
-log "kmeans rc=$? ($(grep -m1 '^saved' $W/logs/kmeans.log))"
-wait $CODEC_PID; log "codec rc=$? ($(last_step codec))"
-$CLI export --checkpoint $W/codec/checkpoints --out $W/codec_export --prefix generator \
-  --exclude embed_sum cluster_size --float-dtype bfloat16 > $W/logs/export.log 2>&1; log "export rc=$?"
-fi
+# evaluated on heldout_pieces) and k-means at its layer, while the codec trains.
+train_tokenizers experiments/codec_piano_small_world experiments/w2v_bert_piano_small_world
 # Token caches: the train split first (its length buckets compile), then heldout_pieces (a few
 # pieces: one shard). Nothing else holds the GPU now, so the default memory fraction.
 unset XLA_PYTHON_CLIENT_MEM_FRACTION

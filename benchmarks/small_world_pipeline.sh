@@ -26,11 +26,9 @@
 #     --acoustic-generation D/eval_audio/acoustic_generation \
 #     --continuation D/eval_audio/continuation --acoustic-only D/eval_audio/acoustic_only
 MODE=${MODE:-gpu}; W=${WORK:-/tmp/p}; C=${CORPUS:-outputs/demo/world/speech}
-mkdir -p $W/logs $W/results $W/gen
-rm -f $W/DONE; echo $$ > $W/pipeline.pid  # collect_run.sh stops waiting if this process dies
-log() { echo "[$(date +%T) +$(( $(date +%s) - T0 ))s] $*" | tee -a $W/logs/pipeline.log; }
-T0=$(date +%s)
-CLI="python3 -m audiolm_jax.cli"
+# shellcheck source-path=SCRIPTDIR source=chain_lib.sh
+. "$(dirname "$0")/chain_lib.sh"
+chain_begin; mkdir -p $W/gen
 if [ $MODE = gpu ]; then
   CODEC_T=500; STAGE_T=150; W2V_T=330; W2V=""; CODEC=""; STAGE=""
   # The k-means layer: lowest across-speaker ABX on held-out books (ABX is reported on held-out
@@ -65,25 +63,7 @@ if [ $MODE = gpu ] && [ "${INFER_AUTOTUNE:-1}" = 0 ] && \
   INFER_XLA_FLAGS="$BASE_XLA_FLAGS --xla_gpu_autotune_level=0"
 fi
 log "start MODE=$MODE"
-# A rerun (RESUME=1) keeps the trained codec export and semantic tokenizer already under $WORK.
-if [ "${RESUME:-0}" = 1 ] && [ -d $W/codec_export ] && [ -d $W/tokenizer ]; then
-  log "resume: keeping $W/codec_export and $W/tokenizer"; SKIP_TOKENIZERS=1
-else SKIP_TOKENIZERS=0; fi
-if [ $SKIP_TOKENIZERS = 0 ]; then
-timeout -s TERM $CODEC_T $CLI train --gin_file=experiments/codec_speech_small_world --gin.CORPUS="'$C'" \
-  --gin.train.workdir="'$W/codec'" --gin.train.eval_data=None --gin.train.eval_every=0 \
-  --gin.train.num_train_steps=100000 --gin.CodecObjective.discriminator_start_step=1500 $CODEC \
-  > $W/logs/codec.log 2>&1 &
-CODEC_PID=$!
-# Time-boxed: SIGTERM makes the trainer save at the next step boundary (training/preemption.py).
-timeout -s TERM $W2V_T $CLI train --gin_file=experiments/w2v_bert_small_world --gin.audio_crop_batches.root="'$C'" \
-  --gin.train.workdir="'$W/w2v'" $W2V > $W/logs/w2v.log 2>&1; log "w2v rc=$?"
-$CLI semantic fit-kmeans --checkpoint $W/w2v --corpus $C --out $W/tokenizer \
-  --gin_file=experiments/w2v_bert_small_world $FIT > $W/logs/kmeans.log 2>&1; log "kmeans rc=$?"
-wait $CODEC_PID; log "codec rc=$?"
-$CLI export --checkpoint $W/codec/checkpoints --out $W/codec_export --prefix generator \
-  --exclude embed_sum cluster_size --float-dtype bfloat16 > $W/logs/export.log 2>&1; log "export rc=$?"
-fi
+train_tokenizers experiments/codec_speech_small_world experiments/w2v_bert_small_world
 export XLA_FLAGS=$INFER_XLA_FLAGS
 # The train split first (it meets every length bucket; its programs compile ahead in threads),
 # then the held-out splits at once: their buckets are a subset, read from the compilation cache.
