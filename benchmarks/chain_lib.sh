@@ -11,6 +11,19 @@ chain_begin() {  # work folders, the pid file collect_run.sh watches, the clock 
   T0=$(date +%s); CLI="python3 -m audiolm_jax.cli"
 }
 
+# chain_options: the trainers' options by MODE. gpu: the configs' own (later steps load what
+# earlier ones compiled from a persistent cache); cpu: a dry run of the plumbing, 2 steps of tiny
+# batches (callers add their own to CODEC / W2V).
+chain_options() {
+  if [ $MODE = gpu ]; then
+    CODEC=""; W2V=""
+    export JAX_COMPILATION_CACHE_DIR=$W/jax_cache
+  else
+    CODEC="--gin.train.num_train_steps=2 --gin.audio_crop_batches.batch_size=2 --gin.audio_crop_batches.crop_seconds=0.5"
+    W2V="--gin.train.num_train_steps=2 --gin.OptimizerConfig.warmup_steps=1 --gin.train_crops/audio_crop_batches.batch_size=2 --gin.train_crops/audio_crop_batches.crop_seconds=1.0"
+  fi
+}
+
 log() { echo "[$(date +%T) +$(( $(date +%s) - T0 ))s] $*" | tee -a $W/logs/pipeline.log; }
 
 last_step() { grep -oE 'step [0-9]+' $W/logs/$1.log | tail -n1; }  # a trainer's last step

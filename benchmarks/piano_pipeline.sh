@@ -21,20 +21,17 @@
 MODE=${MODE:-gpu}; W=${WORK:-/tmp/pp}; C=${CORPUS:-outputs/demo/world/piano}
 # shellcheck source-path=SCRIPTDIR source=chain_lib.sh
 . "$(dirname "$0")/chain_lib.sh"
-chain_begin
+chain_begin; chain_options
 if [ $MODE = gpu ]; then
   # One H200: the codec's box is the chain's longest step (w2v-BERT and k-means run beside it).
-  CODEC_T=420; W2V_T=300; STAGE_T=180; W2V=""; CODEC=""; STAGE=""; FIT="--layout piano"; TOK="--batch-size 8"
+  CODEC_T=420; W2V_T=300; STAGE_T=180; STAGE=""; FIT="--layout piano"; TOK="--batch-size 8"
   # 0.5 h of piano holds ~3 held-out pieces: 8 continuations of each opening per system (each
   # continuation pairs with the baseline's of the same name in `eval piano`).
   EVAL_AUDIO="--prompts 8 --samples 8 --prompt-seconds 3 --seconds 7"
   export XLA_PYTHON_CLIENT_MEM_FRACTION=0.3
-  # Later steps load the models earlier steps compiled (stage LMs -> eval_audio).
-  export JAX_COMPILATION_CACHE_DIR=$W/jax_cache
 else
   CODEC_T=600; W2V_T=1200; STAGE_T=600; FIT="--layout piano --max-hours 0.03"; TOK="--batch-size 2"
-  W2V="--gin.train.num_train_steps=2 --gin.OptimizerConfig.warmup_steps=1 --gin.train_crops/audio_crop_batches.batch_size=2 --gin.train_crops/audio_crop_batches.crop_seconds=1.0 --gin.eval_crops/audio_crop_batches.batch_size=2 --gin.train.eval_batches=1"
-  CODEC="--gin.train.num_train_steps=2 --gin.audio_crop_batches.batch_size=2 --gin.audio_crop_batches.crop_seconds=0.5"
+  W2V="$W2V --gin.eval_crops/audio_crop_batches.batch_size=2 --gin.train.eval_batches=1"
   # Short crops: the piano vocabulary (49667 ids) makes the logits 4x the speech stages'.
   STAGE="--gin.train.num_train_steps=2 --gin.BATCH_SIZE=2 --gin.CROP_SECONDS=4.0 --gin.train.eval_every=0 --gin.train.eval_data=None"
   EVAL_AUDIO="--prompts 4 --samples 2 --prompt-seconds 3 --seconds 1 --max-seconds 4.5 --dtype float32"

@@ -28,9 +28,9 @@
 MODE=${MODE:-gpu}; W=${WORK:-/tmp/p}; C=${CORPUS:-outputs/demo/world/speech}
 # shellcheck source-path=SCRIPTDIR source=chain_lib.sh
 . "$(dirname "$0")/chain_lib.sh"
-chain_begin; mkdir -p $W/gen
+chain_begin; chain_options; mkdir -p $W/gen
 if [ $MODE = gpu ]; then
-  CODEC_T=500; STAGE_T=150; W2V_T=330; W2V=""; CODEC=""; STAGE=""
+  CODEC_T=500; STAGE_T=150; W2V_T=330; STAGE=""
   # The k-means layer: lowest across-speaker ABX on held-out books (ABX is reported on held-out
   # voices); runs while the codec still trains.
   FIT="--select-layer-on heldout_books --select-layer-items 3000"; CONT="--seconds 7 --samples 2"
@@ -38,12 +38,8 @@ if [ $MODE = gpu ]; then
   EVAL_AUDIO="--prompts 8 --prompt-seconds 3 --seconds 7"
   ABX="--max-items 2500"   # a few hours of speech hold ~12k held-out items; the box is minutes
   export XLA_PYTHON_CLIENT_MEM_FRACTION=0.3
-  # Later steps load the models earlier steps compiled (stage LMs -> continuations, eval_audio).
-  export JAX_COMPILATION_CACHE_DIR=$W/jax_cache
 else
   CODEC_T=600; STAGE_T=400; W2V_T=1200; FIT="--max-hours 0.03 --select-layer-on heldout_books --select-layer-items 2000"; CONT="--seconds 1 --samples 1 --dtype float32"
-  W2V="--gin.train.num_train_steps=2 --gin.OptimizerConfig.warmup_steps=1 --gin.train_crops/audio_crop_batches.batch_size=2 --gin.train_crops/audio_crop_batches.crop_seconds=1.0"
-  CODEC="--gin.train.num_train_steps=2 --gin.audio_crop_batches.batch_size=2 --gin.audio_crop_batches.crop_seconds=0.5"
   STAGE="--gin.train.num_train_steps=2 --gin.BATCH_SIZE=2 --gin.train.eval_every=0 --gin.train.eval_data=None"
   SPK="--gin.train.num_train_steps=2 --gin.OptimizerConfig.warmup_steps=1 --gin.speaker_crop_batches.batch_size=2 --gin.train.eval_every=0 --gin.train.eval_data=None"
   DET="--steps 2"; WER="--limit 3"; PAIRS_N="--pairs-lexical 3 --pairs-syntactic 1 --limit 4"
