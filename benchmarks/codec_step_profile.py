@@ -1,0 +1,142 @@
+"""Where a codec training step spends its time (issue #5: more codec steps per time box).
+
+The small-world chains train SoundStream for a fixed time box (~1600 steps in 500 s on an H200
+beside w2v-BERT), far from the hours the paper's quality needs, so the step's speed bounds the
+codec. This times the step the trainer runs (`training.program.build_program` over the gin
+experiment's CodecObjective: both optimizers, bf16 compute, state donated) on random audio in two
+phases and profiles each on the GPU, summing kernel time by category (benchmarks/kernel_trace.py):
+
+  reconstruction   before `discriminator_start_step`: generator losses only
+  gan              after it: discriminators, adversarial and feature-matching terms too
+
+with XLA's FLOP count of the compiled step against the 989 TFLOP/s bf16 datasheet peak. Both
+phases compile the same program (the switch is a `lax.cond` on the step), so that count is the
+same rough figure for both; the kernel sums say what each phase really runs.
+
+    python3 benchmarks/codec_step_profile.py --out results/codec_step_profile.json
+    python3 benchmarks/codec_step_profile.py --gin experiments/codec_tiny_cpu --batch 2 \\
+        --seconds 0.5 --steps 2 --no-profile --out /tmp/codec_step.json      # CPU smoke
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+PEAK_BF16 = 989e12
+PHASES = ("reconstruction", "gan")
+
+
+def build(gin_file: str, bindings: list[str], start_step: int):
+    """The trainer's Program for the gin experiment's codec objective, with the discriminators
+    starting at `start_step`."""
+    import gin  # noqa: PLC0415
+
+    from audiolm_jax import config as gin_config  # noqa: PLC0415
+    from audiolm_jax.codec.objective import CodecObjective  # noqa: PLC0415
+    from audiolm_jax.training import partitioning  # noqa: PLC0415
+    from audiolm_jax.training.mesh import MeshConfig, make_mesh  # noqa: PLC0415
+    from audiolm_jax.training.program import build_program  # noqa: PLC0415
+    from audiolm_jax.training.step import StepOptions  # noqa: PLC0415
+
+    gin.clear_config()
+    gin_config.parse_gin([gin_file], [*bindings,
+                                      f"CodecObjective.discriminator_start_step = {start_step}"],
+                         finalize=False)
+    objective = CodecObjective()
+    mesh = make_mesh(MeshConfig(), jax.devices()[:1])
+    options = StepOptions(compute_dtype=jax.numpy.bfloat16 if jax.default_backend() != "cpu"
+                          else jax.numpy.float32)
+    return build_program(objective, mesh, partitioning.axis_rules(), options, 10**6)
+
+
+def time_phase(program, batch: dict, steps: int, warmup: int = 2) -> dict:
+    state = program.init(jax.random.key_data(jax.random.key(0)))
+    start = time.perf_counter()
+    state, metrics = program.train_step(state, batch)
+    jax.block_until_ready(metrics)
+    compile_s = time.perf_counter() - start
+    for _ in range(warmup):
+        state, metrics = program.train_step(state, batch)
+    jax.block_until_ready(metrics)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        state, metrics = program.train_step(state, batch)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - start)
+    cost = program.train_step.lower(state, batch).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops = float((cost or {}).get("flops", 0.0))
+    return {"ms_per_step": 1e3 * float(np.median(times)),
+            "ms_all": [round(1e3 * t, 2) for t in times],
+            "first_call_s_with_compile": round(compile_s, 2), "xla_flops_per_step": flops,
+            "state": state}
+
+
+def profile(program, state, batch: dict, steps: int) -> dict:
+    from kernel_trace import kernel_summary  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory() as directory:
+        with jax.profiler.trace(directory, create_perfetto_trace=True):
+            for _ in range(steps):
+                state, metrics = program.train_step(state, batch)
+            jax.block_until_ready(metrics)
+        return kernel_summary(directory, steps)
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--gin", default="experiments/codec_speech_small_world")
+    p.add_argument("--gin-binding", action="append", default=[])
+    p.add_argument("--batch", type=int, default=32, help="crops per step (the config's: 32)")
+    p.add_argument("--seconds", type=float, default=2.0, help="crop length (the config's: 2 s)")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--no-profile", action="store_true")
+    p.add_argument("--out", default="results/codec_step_profile.json")
+    args = p.parse_args(argv)
+
+    from audiolm_jax.eval.run_info import (command_line, machine_info,  # noqa: PLC0415
+                                           utc_now, write_json)
+
+    rng = np.random.default_rng(0)
+    samples = int(args.seconds * 16000)
+    audio = (0.1 * rng.standard_normal((args.batch, samples))).astype(np.float32)
+    result = {"benchmark": "codec_step_profile", "gin": args.gin, "bindings": args.gin_binding,
+              "batch": args.batch, "crop_seconds": args.seconds, "backend": jax.default_backend(),
+              "device": jax.devices()[0].device_kind, "phases": {}}
+    for phase in PHASES:
+        program = build(args.gin, args.gin_binding, 10**9 if phase == "reconstruction" else 0)
+        batch = {"audio": jax.device_put(audio, program.batch_sharding)}
+        row = time_phase(program, batch, args.steps)
+        state = row.pop("state")
+        seconds = row["ms_per_step"] / 1e3
+        row["audio_seconds_per_second"] = args.batch * args.seconds / seconds
+        row["xla_tflops_per_s"] = row["xla_flops_per_step"] / seconds / 1e12
+        if jax.default_backend() == "gpu":
+            row["mfu_xla_flops"] = row["xla_flops_per_step"] / seconds / PEAK_BF16
+        if not args.no_profile and jax.default_backend() == "gpu":
+            row["kernels"] = profile(program, state, batch, min(args.steps, 5))
+        result["phases"][phase] = row
+        print(f"{phase}: {row['ms_per_step']:.1f} ms/step, "
+              f"{row['audio_seconds_per_second']:.0f} audio-s/s, "
+              f"{row['xla_tflops_per_s']:.1f} TFLOP/s (XLA count)", flush=True)
+        del state
+    result.update(command=command_line(), machine=machine_info(), date=utc_now())
+    write_json(args.out, result)
+    print(f"wrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
