@@ -13,11 +13,9 @@ default since 2023) needs `visqol-python[lattice]` and scores 1-2 MOS lower; pas
 """
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 import multiprocessing
 import warnings
-from concurrent.futures.process import BrokenProcessPool
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -111,9 +109,9 @@ def visqol_speech(ref, deg, sample_rate: int = SAMPLE_RATE, lattice: bool = Fals
 
 # --- PESQ, STOI -------------------------------------------------------------------------------
 
-def _pesq_in_child(sample_rate: int, ref: np.ndarray, deg: np.ndarray
-                   ) -> tuple[float | None, str | None]:
-    """(score, None) or (None, error): runs in pesq_wb's child process."""
+def _pesq_score(sample_rate: int, ref: np.ndarray, deg: np.ndarray
+                ) -> tuple[float | None, str | None]:
+    """(score, None) or (None, error)."""
     import pesq  # noqa: PLC0415
 
     try:
@@ -122,28 +120,37 @@ def _pesq_in_child(sample_rate: int, ref: np.ndarray, deg: np.ndarray
         return None, f"{type(e).__name__}: {e}"
 
 
-_pesq_pool = None   # one spawned worker per process, made on first use
+def _pesq_child(connection, sample_rate: int, ref: np.ndarray, deg: np.ndarray) -> None:
+    connection.send(_pesq_score(sample_rate, ref, deg))
+    connection.close()
 
 
 def pesq_wb(ref, deg, sample_rate: int = SAMPLE_RATE) -> float:
     """Wide-band PESQ (ITU-T P.862.2) MOS-LQO, about 1.04 .. 4.64 (identical signals).
 
-    Scored in a child process: the pesq C library segfaults on some long signals (a 116 s
-    piano piece, 200 s of a synthetic tone), which would kill the whole command; a crash here
-    is a MetricError for that pair."""
-    global _pesq_pool
+    Scored in a child process (one per call, forked from a forkserver that has this module
+    imported): the pesq C library segfaults on some long signals (a 116 s piano piece, 200 s of a
+    synthetic tone), which would kill the whole command; a crash is a MetricError for that pair.
+    Not a pool: a pool's idle worker outlives the call, and a process that exits (a worker of
+    benchmarks/codec_quality.py's own pool, say) then waits on it forever."""
     ref, deg = check_pair(ref, deg, sample_rate, "PESQ-WB", SAMPLE_RATE)
     _import("pesq")   # MetricUnavailable here, not in the child
-    if _pesq_pool is None:
-        _pesq_pool = concurrent.futures.ProcessPoolExecutor(
-            1, mp_context=multiprocessing.get_context("spawn"))
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_pesq_child, args=(send, sample_rate, ref, deg), daemon=True)
+    child.start()
+    send.close()
     try:
-        score, error = _pesq_pool.submit(_pesq_in_child, sample_rate, ref, deg).result()
-    except BrokenProcessPool as e:
-        _pesq_pool = None
-        raise MetricError(f"PESQ-WB crashed in the pesq C library on {ref.size / sample_rate:.1f} s "
-                          "of audio (it is meant for 8-20 s of speech; score shorter excerpts)"
-                          ) from e
+        score, error = receive.recv()
+    except EOFError:
+        child.join()
+        raise MetricError(f"PESQ-WB crashed in the pesq C library (exit code {child.exitcode}) "
+                          f"on {ref.size / sample_rate:.1f} s of audio (it is meant for 8-20 s of "
+                          "speech; score shorter excerpts)") from None
+    finally:
+        receive.close()
+    child.join()
     if error is not None:
         raise MetricError(f"PESQ-WB failed ({error}); it needs at least ~0.25 s of speech in the "
                           "reference and a non-silent degraded signal")
