@@ -32,8 +32,8 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+from train_stage import PEAK_BF16  # noqa: E402
 
-PEAK_BF16 = 989e12
 PHASES = ("reconstruction", "gan")
 
 

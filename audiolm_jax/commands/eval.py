@@ -151,10 +151,10 @@ def _pairs(args) -> dict:
               "and the semantic tokenizer that feed score_pairs(loglik_fn, pairs)")
     from audiolm_jax.eval.pairs import score_pairs
     from audiolm_jax.eval.semantic_loglik import load_semantic_loglik
-    from audiolm_jax.eval.tables import _load
+    from audiolm_jax.eval.tables import load_after
 
     scorer = load_semantic_loglik(args.semantic_run, args.tokenizer)
-    loglik_fn = lambda rel: scorer(_load(os.path.join(args.pairs_dir, rel)))  # noqa: E731
+    loglik_fn = lambda rel: scorer(load_after(os.path.join(args.pairs_dir, rel)))  # noqa: E731
     out, all_margins = {}, []
     for kind in ("swuggy", "sblimp"):
         chosen = [it for it in items if it.kind == kind]

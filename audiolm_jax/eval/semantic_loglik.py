@@ -23,7 +23,7 @@ from flax import nnx
 
 from audiolm_jax.lm.layouts import PAD, AudioVocabulary, prompt_tokens, semantic_sequence
 from audiolm_jax.lm.transformer import Transformer
-from audiolm_jax.semantic.tokenizer import FRAME_SAMPLES, bucketed_ids
+from audiolm_jax.semantic.tokenizer import FRAME_RATE_HZ, FRAME_SAMPLES, bucketed_ids
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))
@@ -64,7 +64,7 @@ class SemanticLoglik:
                 f"{self.vocab.size} ids that a tokenizer of K={tokenizer.num_clusters} clusters "
                 "needs; pass the tokenizer that made the stage's token cache")
         self.tokenizer, self.dedup, self.bucket = tokenizer, dedup, bucket
-        self.audio_bucket = int(round(audio_bucket_seconds * 25)) * FRAME_SAMPLES
+        self.audio_bucket = int(round(audio_bucket_seconds * FRAME_RATE_HZ)) * FRAME_SAMPLES
         if self.audio_bucket < FRAME_SAMPLES:
             raise ValueError(f"audio_bucket_seconds={audio_bucket_seconds} is below one 40 ms frame")
         self._graphdef, self._state = nnx.split(model)

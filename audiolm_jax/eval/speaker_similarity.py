@@ -19,7 +19,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from audiolm_jax.audio import SAMPLE_RATE
+
 MIN_SECONDS = 0.5   # shorter audio (after resemblyzer's silence trimming) gives no embedding
 
 
@@ -66,18 +67,14 @@ def similarity_table(encoder, index, generated: Mapping[str, str],
     """{row: {"value": mean cosine, "ci95", "n", "too_short", ...}} for each {kind: directory} of
     generated audio (kinds in `continuation_kinds` skip their prompt and compare with it), plus
     the two calibration rows over the continuations' sources."""
-    from audiolm_jax.audio import load_audio  # noqa: PLC0415
-    from audiolm_jax.eval.tables import generated_files  # noqa: PLC0415
-
-    def _load(path: str, skip_seconds: float = 0.0) -> np.ndarray:
-        return load_audio(path)[int(round(skip_seconds * SAMPLE_RATE)):]
+    from audiolm_jax.eval.tables import generated_files, load_after  # noqa: PLC0415
 
     prompt = int(round(prompt_seconds * SAMPLE_RATE))
     cache: dict[tuple[str, str], np.ndarray | None] = {}
 
     def source_part(example, part: str):   # part: "prompt", "rest" or "all" of a source
         if (example.id, part) not in cache:
-            wav = _load(example.path)
+            wav = load_after(example.path)
             cache[(example.id, part)] = encoder.embed(
                 {"prompt": wav[:prompt], "rest": wav[prompt:], "all": wav}[part])
         return cache[(example.id, part)]
@@ -89,7 +86,7 @@ def similarity_table(encoder, index, generated: Mapping[str, str],
         values = []
         for path, source in matched:
             skip = prompt_seconds if is_continuation else 0.0
-            values.append(cosine(encoder.embed(_load(path, skip)),
+            values.append(cosine(encoder.embed(load_after(path, skip)),
                                  source_part(source, "prompt" if is_continuation else "all")))
             if is_continuation:
                 continued[source.id] = source

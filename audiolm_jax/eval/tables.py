@@ -43,7 +43,8 @@ def generated_files(directory: str, index: CorpusIndex) -> tuple[list[tuple[str,
     return matched, unmatched
 
 
-def _load(path: str, skip_seconds: float = 0.0) -> np.ndarray:
+def load_after(path: str, skip_seconds: float = 0.0) -> np.ndarray:
+    """A file's 16 kHz audio without its first `skip_seconds` (a continuation's prompt)."""
     from audiolm_jax.audio import SAMPLE_RATE, load_audio  # noqa: PLC0415
 
     return load_audio(path)[int(round(skip_seconds * SAMPLE_RATE)):]
@@ -58,7 +59,8 @@ def predicted_speakers(model, paths: Sequence[str], skip_seconds: float = 0.0,
 
     labels, out = model.config.labels, []
     for i, path in enumerate(paths):
-        out.append(labels[int(np.argmax(predict_log_probs(model, _load(path, skip_seconds))))])
+        log_probs = predict_log_probs(model, load_after(path, skip_seconds))
+        out.append(labels[int(np.argmax(log_probs))])
         if progress and (i + 1) % 10 == 0:
             progress(f"  {i + 1}/{len(paths)} scored")
     return out
@@ -140,7 +142,8 @@ def wer_rows(asr, items: Sequence[tuple[str, str]], skip_seconds: float = 0.0, s
     """Corpus WER/CER (bootstrap CIs) of (audio path, reference text) items."""
     from audiolm_jax.eval.asr import error_counts, wer_summary  # noqa: PLC0415
 
-    counts = [error_counts(ref, asr.transcribe(_load(path, skip_seconds))) for path, ref in items]
+    counts = [error_counts(ref, asr.transcribe(load_after(path, skip_seconds)))
+              for path, ref in items]
     return wer_summary(counts, seed=seed)
 
 
@@ -187,7 +190,7 @@ def babble_table(index: CorpusIndex, continuations: Mapping[str, str], skip_seco
     out, sources = {}, {}
     for name, directory in continuations.items():
         matched, unmatched = generated_files(directory, index)
-        texts = [asr.transcribe(_load(p, skip_seconds)) for p, _ in matched]
+        texts = [asr.transcribe(load_after(p, skip_seconds)) for p, _ in matched]
         sources.update({e.id: e for _, e in matched})
         row = transcript_summary(lm, texts, seed=seed)
         row.update(directory=directory, unmatched=len(unmatched),
@@ -195,7 +198,7 @@ def babble_table(index: CorpusIndex, continuations: Mapping[str, str], skip_seco
                                 list(zip(matched, texts))[:examples]})
         out[name] = row
     originals = [sources[k] for k in sorted(sources)]
-    texts = [asr.transcribe(_load(e.path, skip_seconds)) for e in originals]
+    texts = [asr.transcribe(load_after(e.path, skip_seconds)) for e in originals]
     out["original"] = transcript_summary(lm, texts, seed=seed)
     out["original"]["transcripts"] = {e.id: t for e, t in list(zip(originals, texts))[:examples]}
     out["lm"] = {"kind": "word bigram, interpolated absolute discount 0.75", "split": "train",
@@ -220,9 +223,9 @@ def piano_table(index: CorpusIndex, audiolm_dir: str, acoustic_only_dir: str,
         other = b_files.get(os.path.basename(path))
         if other is None:
             continue
-        prompt = _load(source.path)[:int(prompt_seconds * 16000)]
-        a_metrics.append(continuation_metrics(prompt, _load(path, prompt_seconds)))
-        b_metrics.append(continuation_metrics(prompt, _load(other, prompt_seconds)))
+        prompt = load_after(source.path)[:int(prompt_seconds * 16000)]
+        a_metrics.append(continuation_metrics(prompt, load_after(path, prompt_seconds)))
+        b_metrics.append(continuation_metrics(prompt, load_after(other, prompt_seconds)))
     if not a_metrics:
         raise ValueError(f"no file of {audiolm_dir} has a same-named file in {acoustic_only_dir} "
                          "matching a corpus piece; generate both systems from the same prompts")
