@@ -59,6 +59,23 @@ def test_buckets_pad_by_at_least_a_frame_and_at_most_a_quarter():
     assert batch.lengths.tolist() == [10, 700, 1920, 1920] and batch.wav[0, 10:].sum() == 0
 
 
+def test_one_bucket_per_octave_pads_to_powers_of_two_with_fewer_programs():
+    lengths = range(1, 16000 * 60, 997)
+    buckets = [batching.bucket_length(n, steps_per_octave=1) for n in lengths]
+    for n, b in zip(lengths, buckets):
+        frames = b // 640
+        assert b % 640 == 0 and frames & (frames - 1) == 0        # a power of two of frames
+        assert b >= n + 640 and b - n <= n + 1280                 # >= 1 frame, <= ~2x padding
+    assert len(set(buckets)) < len({batching.bucket_length(n) for n in lengths})
+    assert len(set(buckets)) <= 12                                # one shape per octave
+    assert batching.bucket_length(16000, 1) == 32 * 640 and batching.bucket_length(16000) == 28 * 640
+    batch = batching.pad_batch([0], [np.ones(16000, np.float32)], 2, steps_per_octave=1)
+    assert batch.wav.shape == (2, 32 * 640)
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="buckets per octave must be an integer >= 1"):
+            batching.bucket_length(16000, bad)
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """{corpus, codec, semantic}: a corpus tree, a codec export, a tokenizer directory."""
@@ -209,6 +226,23 @@ def test_corrupt_or_stale_shards_are_redone(world, models, reference, tmp_path):
     assert summary["shards_written"] == 2 and cache_files(out) == files
 
 
+def test_buckets_per_octave_changes_the_padding_not_the_cache(world, models, reference,
+                                                               tmp_path):
+    source, _, files = reference                   # made with 4 buckets per octave (28 frames)
+    out = tmp_path / "cache"
+    summary = job.run_job(spec_for(world, out, buckets_per_octave=1), models=models, log=None)
+    assert summary["shards_written"] == SHARDS     # padded to 32 frames, same bytes
+    assert cache_files(out) == files
+    shutil.rmtree(out)
+    shutil.copytree(source, out)                   # a rerun with another value fills the gaps
+    (out / cache.shard_name(1, SHARDS)).unlink()
+    (out / "manifest.json").unlink()
+    summary = job.run_job(spec_for(world, out, buckets_per_octave=1), models=models, log=None)
+    assert summary["shards_written"] == 1 and cache_files(out) == files
+    with pytest.raises(job.TokenizeJobError, match="integer >= 1.*--buckets-per-octave"):
+        job.run_job(spec_for(world, out, buckets_per_octave=0), models=models, log=None)
+
+
 def test_out_dir_of_another_cache_is_refused(world, models, reference):
     out, _, _ = reference
     with pytest.raises(job.TokenizeJobError, match="another cache.*choose another --out"):
@@ -229,6 +263,10 @@ def test_cli_runs_the_job_and_summarises(world, reference, tmp_path, capsys):
                        "--codec", str(world["codec"]), "--semantic", str(world["semantic"]),
                        "--out", str(tmp_path / "x")])
     assert status == 1 and "split(s) ['nope'] not found" in capsys.readouterr().err
+    status = cli.main(["tokenize", "--corpus", str(world["corpus"]), "--codec", str(world["codec"]),
+                       "--semantic", str(world["semantic"]), "--out", str(tmp_path / "y"),
+                       "--buckets-per-octave", "0"])
+    assert status == 1 and "--buckets-per-octave" in capsys.readouterr().err
 
 
 @pytest.mark.needs_tf

@@ -2,8 +2,11 @@
 
 Every compiled program has a fixed [batch, samples] shape, so the job pads each batch to a bucket
 length and keeps the batch size constant (short batches get filler rows). Buckets grow
-geometrically (4 per octave), which bounds both the padding (< 25 %) and the number of compiled
-shapes (about 4 per doubling of the longest utterance).
+geometrically, `steps_per_octave` per octave (default 4), which bounds both the padding
+(< 1/steps_per_octave of the length, plus a frame or two) and the number of compiled shapes
+(about steps_per_octave per doubling of the longest utterance). 1 gives power-of-two lengths:
+fewest programs, up to ~2x padding (the right trade when compiling dominates, e.g. a small job
+on GPU where each shape costs tens of seconds of XLA autotuning).
 
 Frame counts of an utterance of `samples` samples at 16 kHz:
     semantic  samples // 640   (25 Hz; w2v-BERT drops a partial last frame)
@@ -31,11 +34,20 @@ def acoustic_frames(samples: int) -> int:
     return samples // ACOUSTIC_HOP
 
 
-def bucket_length(samples: int) -> int:
+def check_steps_per_octave(steps_per_octave: int) -> int:
+    if isinstance(steps_per_octave, bool) or not isinstance(steps_per_octave, (int, np.integer)) \
+            or steps_per_octave < 1:
+        raise ValueError(f"buckets per octave must be an integer >= 1, got {steps_per_octave!r}")
+    return int(steps_per_octave)
+
+
+def bucket_length(samples: int, steps_per_octave: int = STEPS_PER_OCTAVE) -> int:
     """Padded length (samples, a multiple of 640) for a batch whose longest row has `samples`:
-    at least one frame of padding, rounded up to a step of 1/4 of its power-of-two octave."""
+    at least one frame of padding, rounded up to a step of 1/steps_per_octave of its
+    power-of-two octave (1: the next power of two of 640-sample frames)."""
+    steps_per_octave = check_steps_per_octave(steps_per_octave)
     units = samples // SEMANTIC_HOP + 1 + (samples % SEMANTIC_HOP > 0)  # >= 1 frame of zeros
-    step = max(1, (1 << (units.bit_length() - 1)) // STEPS_PER_OCTAVE)
+    step = max(1, (1 << (units.bit_length() - 1)) // steps_per_octave)
     return -(-units // step) * step * SEMANTIC_HOP
 
 
@@ -56,12 +68,14 @@ def plan_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def pad_batch(rows: Sequence[int], wavs: Sequence[np.ndarray], batch_size: int) -> Batch:
+def pad_batch(rows: Sequence[int], wavs: Sequence[np.ndarray], batch_size: int,
+              steps_per_octave: int = STEPS_PER_OCTAVE) -> Batch:
     """Stack the `rows` of `wavs` (each float [samples]) into one zero-padded [batch_size, bucket]
-    batch; missing rows are filled with silence of the full bucket length."""
+    batch (`bucket_length(longest, steps_per_octave)`); missing rows are filled with silence of
+    the full bucket length."""
     if not 0 < len(rows) <= batch_size:
         raise ValueError(f"a batch holds 1..{batch_size} rows, got {len(rows)}")
-    padded = bucket_length(max(len(wavs[r]) for r in rows))
+    padded = bucket_length(max(len(wavs[r]) for r in rows), steps_per_octave)
     wav = np.zeros([batch_size, padded], np.float32)
     lengths = np.full([batch_size], padded, np.int32)
     for slot, r in enumerate(rows):

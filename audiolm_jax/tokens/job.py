@@ -33,8 +33,10 @@ from audiolm_jax.audio import SAMPLE_RATE, AudioError, audio_info, load_audio
 from audiolm_jax.tokens import cache
 from audiolm_jax.tokens.batching import (
     SEMANTIC_HOP,
+    STEPS_PER_OCTAVE,
     acoustic_frames,
     bucket_length,
+    check_steps_per_octave,
     pad_batch,
     plan_batches,
     semantic_frames,
@@ -62,6 +64,10 @@ class JobSpec:
       its directory has no operative_config.gin (as `audiolm-jax codec --gin_file`).
     load_threads: audio files decoded ahead in threads; compile_threads: bucket programs
       compiled at once (XLA compiles without the GIL).
+    buckets_per_octave: padded lengths per doubling of the utterance length (`batching`); each
+      is one compiled program, so 1 (power-of-two lengths, up to ~2x padding) suits a small job
+      that compiling dominates (on GPU each shape costs tens of seconds of autotuning). It does
+      not change the tokens (>= 1 frame of zero padding), so it is not part of a shard's record.
     """
     corpus: str
     split: str
@@ -77,6 +83,7 @@ class JobSpec:
     compute_dtype: str | None = None
     load_threads: int = 4
     compile_threads: int = 8
+    buckets_per_octave: int = STEPS_PER_OCTAVE
 
     @property
     def dataset_name(self) -> str:
@@ -110,6 +117,10 @@ def plan_shards(spec: JobSpec) -> list[ShardPlan]:
     if spec.num_shards < 1 or spec.batch_size < 1:
         raise TokenizeJobError(f"num_shards ({spec.num_shards}) and batch_size "
                                f"({spec.batch_size}) must be positive")
+    try:
+        check_steps_per_octave(spec.buckets_per_octave)
+    except ValueError as e:
+        raise TokenizeJobError(f"{e} (--buckets-per-octave; 1 = power-of-two lengths)") from None
     index = scan_corpus(spec.corpus, spec.layout, splits=[spec.split])
     examples = sorted(index.split(spec.split), key=lambda e: e.id)
     items = [(e.id, os.path.relpath(e.path, index.root).replace(os.sep, "/")) for e in examples]
@@ -120,6 +131,10 @@ def plan_shards(spec: JobSpec) -> list[ShardPlan]:
 # --- one shard ---------------------------------------------------------------------------------
 
 def _expected_record_keys(plan: ShardPlan, info) -> dict:
+    # What a done shard depends on. Not buckets_per_octave (nor batch_size): ids and codes are
+    # the same whatever the padded length (at least one frame of zeros, see `batching`), so a
+    # rerun with another value accepts the shards already written, fills in the missing ones,
+    # and the records and manifest stay byte-identical (tested).
     return {"format": RECORD_FORMAT, "file": plan.file, "inputs_sha256": plan.inputs_sha256,
             "models": dataclasses.asdict(info)}
 
@@ -199,8 +214,9 @@ def tokenize_shard(models, spec: JobSpec, plan: ShardPlan, timings: dict | None 
     # Every bucket shape of the shard compiled at once, in threads (header lengths: a file whose
     # decoded length lands in another bucket, or a skipped one, just compiles on first use).
     start = time.perf_counter()
-    programs = models.compile(spec.batch_size, [bucket_length(max(lengths[r] for r in rows))
-                                                for rows in batches], spec.compile_threads)
+    programs = models.compile(
+        spec.batch_size, [bucket_length(max(lengths[r] for r in rows), spec.buckets_per_octave)
+                          for rows in batches], spec.compile_threads)
     if timings is not None:
         timings.update(compile_s=time.perf_counter() - start, programs=programs)
     for rows, loaded in _loaded_batches(paths, batches, spec.load_threads):
@@ -212,7 +228,7 @@ def tokenize_shard(models, spec: JobSpec, plan: ShardPlan, timings: dict | None 
                 good[r] = wav
         if not good:
             continue
-        batch = pad_batch(list(good), good, spec.batch_size)
+        batch = pad_batch(list(good), good, spec.batch_size, spec.buckets_per_octave)
         # Dispatch this batch before fetching the previous one: the device never waits on the
         # host's padding and transfers.
         dispatched = (batch.rows, {r: len(w) for r, w in good.items()},
