@@ -53,6 +53,9 @@ def main(argv=None) -> int:
     p.add_argument("--max-seconds", type=float, default=10.0,
                    help="sources are cut to this (reconstructions, acoustic generations)")
     p.add_argument("--no-acoustic-generation", action="store_true")
+    p.add_argument("--acoustic-generation-prompts", type=int, default=None,
+                   help="acoustic generations of the first N prompts only (default: all); each "
+                        "runs its stages alone, where the continuations share one batch")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -89,6 +92,7 @@ def main(argv=None) -> int:
                                seconds=args.seconds, max_seconds=args.max_seconds,
                                num_samples=args.samples, seed=args.seed,
                                acoustic_generation=not args.no_acoustic_generation,
+                               acoustic_generation_prompts=args.acoustic_generation_prompts,
                                progress=lambda m: print(m, flush=True))
     result = {"eval_audio": summary, "notes": notes, "load_seconds": round(load_seconds, 2),
               "seconds": round(time.perf_counter() - start, 2), "command": command_line(),

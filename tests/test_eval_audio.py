@@ -76,3 +76,22 @@ def test_eval_audio_names_durations_and_prompts(parts, tmp_path):  # noqa: F811
     a = sf.read(out / "continuation" / "voice_a-book-0001-s0.wav")[0]
     b = sf.read(out / "acoustic_only" / "voice_a-book-0001-s0.wav")[0]
     np.testing.assert_allclose(a[:int(0.5 * 16000)], b[:int(0.5 * 16000)], atol=2e-4)
+
+
+def test_batched_acoustic_generations_equal_one_at_a_time(parts):  # noqa: F811
+    """One padded tokenization, bucketed sampling and one padded decoding give each wav what
+    `AudioLM.acoustic` gives it alone from the same semantic ids and seed."""
+    from audiolm_jax.eval.eval_audio import acoustic_generations
+
+    codec, tokenizer, models, _ = parts
+    lm = AudioLM(*models, codec, tokenizer, num_coarse=2)
+    wavs = [_speechy(0.9, 1), _speechy(0.5, 2), _speechy(0.7, 3)]
+    out = acoustic_generations(lm, wavs, seed=4)
+    hop = 640
+    lengths = [w.size // hop * hop for w in wavs]
+    batch = np.stack([np.pad(w[:n], (0, max(lengths) - n)) for w, n in zip(wavs, lengths)])
+    ids = np.asarray(tokenizer.tokenize(batch, np.asarray(lengths)), np.int32)
+    for i, (wav, n) in enumerate(zip(out, lengths)):
+        alone = lm.acoustic([ids[i, :n // hop]], seed=4 + i).wavs[0]
+        assert wav.shape == alone.shape == (n,)
+        np.testing.assert_allclose(wav, alone, atol=1e-5)

@@ -131,3 +131,28 @@ def test_fixed_length_loop_equals_the_eos_loop(model):
                              rng=jax.random.key(5), config=SamplingConfig(temperature=0.9),
                              allowed=allowed, num_samples=2, eos_id=eos)
     np.testing.assert_array_equal(run(None), run(190))
+
+
+def test_bucketed_shapes_give_the_same_tokens_and_share_programs(model):
+    """Prompt widths and token counts rounded up to buckets: the same tokens as exact shapes
+    (greedy and seeded sampling, ranges per position), and nearby lengths reuse one program."""
+    from audiolm_jax.generate import sampling
+
+    prompts = [np.array([1, 5, 6, 7, 8]), np.array([1, 9])]
+    allowed = np.array([[3, 67], [67, 99], [99, 131], [3, 195], [67, 99]] * 2, np.int32)[:9]
+    for config in (SamplingConfig(0.0), SamplingConfig(1.0, top_k=20)):
+        exact = sample(model, prompts, 9, rng=jax.random.key(5), config=config, allowed=allowed,
+                       num_samples=2)
+        bucketed = sample(model, prompts, 9, rng=jax.random.key(5), config=config,
+                          allowed=allowed, num_samples=2, shape_buckets=4)
+        np.testing.assert_array_equal(bucketed, exact)
+    hot = SamplingConfig(0.7)
+    sample(model, [np.array([1, 2, 3, 4, 5, 6, 7, 8, 9])], 17, rng=jax.random.key(0), config=hot,
+           shape_buckets=4)                                   # width 10, 20 steps
+    programs = sampling._sample._cache_size()
+    for width, steps in ((9, 18), (10, 19), (10, 20)):        # the same buckets: no compile
+        sample(model, [np.arange(1, width + 1)], steps, rng=jax.random.key(0), config=hot,
+               shape_buckets=4)
+    assert sampling._sample._cache_size() == programs
+    sample(model, [np.arange(1, 12)], 17, rng=jax.random.key(0), config=hot, shape_buckets=4)
+    assert sampling._sample._cache_size() == programs + 1      # width 11 -> bucket 12

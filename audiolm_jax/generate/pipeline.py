@@ -38,7 +38,9 @@ from audiolm_jax.lm.transformer import Transformer
 class GenerationConfig:
     """Sampling per stage (paper temperatures 0.6 / 0.8 / 0.6), window sizes (the training
     crops: 30 s, 10 s, 3 s), deduplication of semantic tokens (as the stages were trained),
-    the semantic token rate when no prompt gives one, and the most rows per stage-3 call."""
+    the semantic token rate when no prompt gives one, the most rows per stage-3 call, and
+    shape buckets per octave for the sampling calls (None: exact shapes; 4: calls of nearby
+    lengths share compiled programs, at up to 25% more decoding steps: `sampling.sample`)."""
     semantic: SamplingConfig = SamplingConfig(temperature=0.6)
     coarse: SamplingConfig = SamplingConfig(temperature=0.8)
     fine: SamplingConfig = SamplingConfig(temperature=0.6)
@@ -51,6 +53,7 @@ class GenerationConfig:
     semantic_tokens_per_second: float | None = None
     unconditional_semantic_rate: float = 18.0
     fine_max_batch: int | None = 128
+    shape_buckets: int | None = None
 
 
 @dataclasses.dataclass
@@ -148,7 +151,7 @@ class AudioLM:
             self.coarse_model, self.vocab, semantic, known, total_frames, self.num_coarse,
             rng=jax.random.fold_in(rng, 2), config=config.coarse,
             window_frames=self.rates.acoustic_frames(config.coarse_window_s),
-            num_samples=num_samples)
+            num_samples=num_samples, shape_buckets=config.shape_buckets)
         seconds["coarse"] = time.perf_counter() - start
         prompt_frames = known.shape[1]
         known = np.repeat(np.asarray(known, np.int32), num_samples, axis=0)
@@ -160,7 +163,7 @@ class AudioLM:
                 self.fine_model, self.vocab, coarse[:, prompt_frames:], self.num_coarse,
                 rng=jax.random.fold_in(rng, 3), config=config.fine,
                 chunk_frames=self.rates.acoustic_frames(config.fine_chunk_s),
-                max_batch=config.fine_max_batch)
+                max_batch=config.fine_max_batch, shape_buckets=config.shape_buckets)
             seconds["fine"] = time.perf_counter() - start
         new = np.concatenate([coarse[:, prompt_frames:], fine_new], axis=2)
         return np.concatenate([known, new], axis=1)
@@ -213,7 +216,8 @@ class AudioLM:
             self.rates.semantic_tokens(seconds, rate), rng=jax.random.fold_in(rng, 1),
             config=self.config.semantic, num_samples=num_samples,
             window=self.rates.semantic_tokens(self.config.semantic_window_s,
-                                              self.rates.semantic_hz))
+                                              self.rates.semantic_hz),
+            shape_buckets=self.config.shape_buckets)
         timing["semantic"] = time.perf_counter() - start
         total = prompt_frames + self.rates.acoustic_frames(seconds)
         codes = self._acoustic(semantic, np.repeat(codes, num_samples, axis=0), total, rng, 1,
@@ -252,7 +256,8 @@ class AudioLM:
             self.rates.semantic_tokens(seconds, rate), rng=jax.random.fold_in(rng, 1),
             config=self.config.semantic, num_samples=num_samples,
             window=self.rates.semantic_tokens(self.config.semantic_window_s,
-                                              self.rates.semantic_hz))
+                                              self.rates.semantic_hz),
+            shape_buckets=self.config.shape_buckets)
         timing["semantic"] = time.perf_counter() - start
         known = np.zeros((num_samples, 0, self.vocab.num_quantizers), np.int32)
         codes = self._acoustic(semantic, known, self.rates.acoustic_frames(seconds), rng, 1,
@@ -263,6 +268,17 @@ class AudioLM:
                  seed: int = 0) -> Generation:
         """Acoustic generation from given semantic ids ([frames] at 25 Hz, not deduplicated):
         stages 2 and 3 make audio of the same duration (2 acoustic frames per id)."""
+        timing = {}
+        codes, semantic = self.acoustic_codes(semantic_ids, num_samples=num_samples, seed=seed,
+                                              seconds=timing)
+        return self._finish(codes, semantic, 0, num_samples, timing)
+
+    def acoustic_codes(self, semantic_ids: Sequence[np.ndarray], *, num_samples: int = 1,
+                       seed: int = 0, seconds: dict | None = None
+                       ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """`acoustic` without the decoding: (codes int32 [rows*S, 2 * ids, Q], the deduplicated
+        semantic ids per row). For callers that decode many durations in one padded batch (the
+        causal decoder's output for real frames does not depend on what follows them)."""
         if self.acoustic_only:
             raise ValueError("acoustic generation from semantic tokens needs AudioLM's coarse "
                              "stage; the acoustic-only model takes no semantic tokens")
@@ -272,13 +288,12 @@ class AudioLM:
         if len({r.size for r in rows}) > 1:
             raise ValueError("acoustic generation batches rows of one duration; got semantic "
                              f"lengths {sorted({r.size for r in rows})}: call once per length")
-        timing = {}
         total = rows[0].size * self.rates.frames_per_semantic
         known = np.zeros((len(rows), 0, self.vocab.num_quantizers), np.int32)
         codes = self._acoustic([self._dedup(r) for r in rows], known, total,
-                               jax.random.key(seed), num_samples, timing)
-        semantic = [self._dedup(r) for r in rows for _ in range(num_samples)]
-        return self._finish(codes, semantic, 0, num_samples, timing)
+                               jax.random.key(seed), num_samples,
+                               {} if seconds is None else seconds)
+        return codes, [self._dedup(r) for r in rows for _ in range(num_samples)]
 
     def resynthesize(self, wavs: Sequence[np.ndarray], *, num_samples: int = 1,
                      seed: int = 0) -> Generation:

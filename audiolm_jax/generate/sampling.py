@@ -12,6 +12,13 @@ The T5 relative bias sees only key - query offsets, so a left-padded row decodes
 would alone. With `num_samples` > 1 the prompts are prefilled once and their caches repeated:
 rows come out prompt-major (prompt 0's samples first).
 
+Shapes may be bucketed (`shape_buckets` per octave, off by default): the prompt width is left-padded
+up to a bucket and the loop runs to a bucketed token count whose extra tokens are dropped. Both
+are exact (the extra padding is masked like any padding; a token never sees later ones, and step
+t's key is `fold_in(rng, t)` whatever the count), and they let calls of nearby lengths (the
+acoustic generation of utterances of different durations, say) share one compiled program
+instead of compiling one each.
+
 Sampling order per step: range mask, temperature (0 = argmax), top-k, top-p, then a
 categorical draw with the key `fold_in(rng, step)`; the same seed gives the same tokens.
 """
@@ -28,6 +35,8 @@ from flax import nnx
 
 from audiolm_jax.lm.layouts import PAD
 from audiolm_jax.lm.transformer import Transformer
+from audiolm_jax.shape_buckets import geometric_bucket
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,14 +87,18 @@ def sample_logits(logits: jax.Array, key: jax.Array, config: SamplingConfig, low
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
-def left_pad(prompts: Sequence[np.ndarray], pad_id: int = PAD) -> tuple[np.ndarray, np.ndarray]:
-    """Token prompts of any lengths (each >= 1) -> (int32 [batch, max_len] left-padded, int32
-    [batch] lengths)."""
+def left_pad(prompts: Sequence[np.ndarray], pad_id: int = PAD,
+             width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Token prompts of any lengths (each >= 1) -> (int32 [batch, width] left-padded, int32
+    [batch] lengths); `width` defaults to the longest prompt."""
     prompts = [np.asarray(p, np.int32).reshape(-1) for p in prompts]
     if not prompts or min(p.size for p in prompts) == 0:
         raise ValueError("every prompt needs at least one token (BOS); build prompts with "
                          "audiolm_jax.lm.layouts.prompt_tokens")
-    width = max(p.size for p in prompts)
+    longest = max(p.size for p in prompts)
+    width = longest if width is None else width
+    if width < longest:
+        raise ValueError(f"left_pad: width {width} is shorter than the longest prompt ({longest})")
     out = np.full((len(prompts), width), pad_id, np.int32)
     for row, prompt in enumerate(prompts):
         out[row, width - prompt.size:] = prompt
@@ -153,7 +166,7 @@ def _sample(graphdef, state, prompts, lengths, allowed, rng, *, num_tokens, num_
 def sample(model: Transformer, prompts: Sequence[np.ndarray], num_tokens: int, *,
            rng: jax.Array, config: SamplingConfig = SamplingConfig(),
            allowed: np.ndarray | None = None, num_samples: int = 1,
-           eos_id: int | None = None) -> np.ndarray:
+           eos_id: int | None = None, shape_buckets: int | None = None) -> np.ndarray:
     """Continues each prompt by `num_tokens` sampled tokens.
 
     Args:
@@ -166,6 +179,8 @@ def sample(model: Transformer, prompts: Sequence[np.ndarray], num_tokens: int, *
       num_samples: continuations per prompt (rows are prompt-major).
       eos_id: stop a row after this id (later positions are PAD) and the loop once every row
         has stopped; None generates exactly `num_tokens`.
+      shape_buckets: prompt widths and token counts are rounded up to this many buckets per
+        octave (module docstring; the tokens are the same); None compiles the exact shapes.
     Returns:
       int32 [len(prompts) * num_samples, num_tokens].
     """
@@ -182,9 +197,14 @@ def sample(model: Transformer, prompts: Sequence[np.ndarray], num_tokens: int, *
             or allowed.max() > model.config.vocab_size:
         raise ValueError(f"sample: every allowed range must be a non-empty [low, high) inside "
                          f"[0, {model.config.vocab_size}); check the vocabulary of this model")
-    padded, lengths = left_pad(prompts)
+    width, steps = max(np.asarray(p).size for p in prompts), int(num_tokens)
+    if shape_buckets is not None:
+        width, steps = geometric_bucket(width, shape_buckets), geometric_bucket(steps, shape_buckets)
+        # The extra steps' tokens are dropped: any valid range serves them.
+        allowed = np.concatenate([allowed, np.repeat(allowed[-1:], steps - num_tokens, axis=0)])
+    padded, lengths = left_pad(prompts, width=width)
     graphdef, state = nnx.split(model)
     out = _sample(graphdef, state, jnp.asarray(padded), jnp.asarray(lengths),
-                  jnp.asarray(allowed), rng, num_tokens=int(num_tokens),
+                  jnp.asarray(allowed), rng, num_tokens=steps,
                   num_samples=int(num_samples), config=config, eos_id=eos_id)
-    return np.asarray(out)
+    return np.asarray(out)[:, :num_tokens]
