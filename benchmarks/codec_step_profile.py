@@ -16,6 +16,10 @@ same rough figure for both; the kernel sums say what each phase really runs.
     python3 benchmarks/codec_step_profile.py --out results/codec_step_profile.json
     python3 benchmarks/codec_step_profile.py --gin experiments/codec_tiny_cpu --batch 2 \\
         --seconds 0.5 --steps 2 --no-profile --out /tmp/codec_step.json      # CPU smoke
+    python3 benchmarks/codec_step_profile.py --phases gan       # one phase alone
+
+`--out` is rewritten after each phase with the phases done so far ("complete": false until the
+last one), so a run killed by a time limit keeps what it measured.
 """
 from __future__ import annotations
 
@@ -102,9 +106,18 @@ def main(argv=None) -> dict:
     p.add_argument("--batch", type=int, default=32, help="crops per step (the config's: 32)")
     p.add_argument("--seconds", type=float, default=2.0, help="crop length (the config's: 2 s)")
     p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--phases", default=",".join(PHASES),
+                   help=f"comma list of phases to run, in order (default {','.join(PHASES)})")
     p.add_argument("--no-profile", action="store_true")
+    p.add_argument("--profile-steps", type=int, default=3,
+                   help="steps traced by the GPU kernel profile (default 3)")
     p.add_argument("--out", default="results/codec_step_profile.json")
     args = p.parse_args(argv)
+    phases = [x.strip() for x in args.phases.split(",") if x.strip()]
+    if not phases or any(x not in PHASES for x in phases) or len(set(phases)) < len(phases):
+        p.error(f"--phases {args.phases!r}: a comma list of distinct names from {PHASES}")
+    if args.profile_steps < 1:
+        p.error(f"--profile-steps must be >= 1, got {args.profile_steps}")
 
     from audiolm_jax.eval.run_info import (command_line, machine_info,  # noqa: PLC0415
                                            utc_now, write_json)
@@ -114,8 +127,9 @@ def main(argv=None) -> dict:
     audio = (0.1 * rng.standard_normal((args.batch, samples))).astype(np.float32)
     result = {"benchmark": "codec_step_profile", "gin": args.gin, "bindings": args.gin_binding,
               "batch": args.batch, "crop_seconds": args.seconds, "backend": jax.default_backend(),
-              "device": jax.devices()[0].device_kind, "phases": {}}
-    for phase in PHASES:
+              "device": jax.devices()[0].device_kind, "phases_requested": phases, "phases": {},
+              "complete": False, "command": command_line(), "machine": machine_info()}
+    for phase in phases:
         program = build(args.gin, args.gin_binding, 10**9 if phase == "reconstruction" else 0)
         batch = {"audio": jax.device_put(audio, program.batch_sharding)}
         row = time_phase(program, batch, args.steps)
@@ -126,15 +140,16 @@ def main(argv=None) -> dict:
         if jax.default_backend() == "gpu":
             row["mfu_xla_flops"] = row["xla_flops_per_step"] / seconds / PEAK_BF16
         if not args.no_profile and jax.default_backend() == "gpu":
-            row["kernels"] = profile(program, state, batch, min(args.steps, 5))
+            row["kernels"] = profile(program, state, batch, args.profile_steps)
         result["phases"][phase] = row
         print(f"{phase}: {row['ms_per_step']:.1f} ms/step, "
               f"{row['audio_seconds_per_second']:.0f} audio-s/s, "
               f"{row['xla_tflops_per_s']:.1f} TFLOP/s (XLA count)", flush=True)
         del state
-    result.update(command=command_line(), machine=machine_info(), date=utc_now())
-    write_json(args.out, result)
-    print(f"wrote {args.out}")
+        result["complete"] = phase == phases[-1]
+        result["date"] = utc_now()
+        write_json(args.out, result)    # after every phase: a killed run keeps the ones done
+        print(f"wrote {args.out} ({len(result['phases'])}/{len(phases)} phases)", flush=True)
     return result
 
 
