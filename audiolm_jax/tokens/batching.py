@@ -21,6 +21,8 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from audiolm_jax.shape_buckets import geometric_bucket
+
 SEMANTIC_HOP = 640   # samples per 25 Hz semantic frame
 ACOUSTIC_HOP = 320   # samples per 50 Hz codec frame
 STEPS_PER_OCTAVE = 4
@@ -47,8 +49,7 @@ def bucket_length(samples: int, steps_per_octave: int = STEPS_PER_OCTAVE) -> int
     power-of-two octave (1: the next power of two of 640-sample frames)."""
     steps_per_octave = check_steps_per_octave(steps_per_octave)
     units = samples // SEMANTIC_HOP + 1 + (samples % SEMANTIC_HOP > 0)  # >= 1 frame of zeros
-    step = max(1, (1 << (units.bit_length() - 1)) // steps_per_octave)
-    return -(-units // step) * step * SEMANTIC_HOP
+    return geometric_bucket(units, steps_per_octave) * SEMANTIC_HOP
 
 
 class Batch(NamedTuple):
