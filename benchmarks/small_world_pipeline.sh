@@ -67,10 +67,12 @@ train_tokenizers experiments/codec_speech_small_world experiments/w2v_bert_small
 export XLA_FLAGS=$INFER_XLA_FLAGS
 # The train split first (it meets every length bucket; its programs compile ahead in threads),
 # then the held-out splits at once: their buckets are a subset, read from the compilation cache.
+# One bucket per octave: session 8's job was compile-bound (10 programs of ~26 s each for 2.8 h,
+# then 1388 h/h), so fewer programs at up to 2x padding are the better trade on a small corpus.
 tokenize() {
   $CLI tokenize --corpus $C --split $1 --codec $W/codec_export --semantic $W/tokenizer \
     --out outputs/tokens/speech/$1 --shards 4 --dataset small_world_speech --batch-size 16 \
-    > $W/logs/tokenize_$1.log 2>&1
+    --buckets-per-octave 1 > $W/logs/tokenize_$1.log 2>&1
 }
 tokenize train; log "tokenize train rc=$? ($(tail -n1 $W/logs/tokenize_train.log))"
 tokenize heldout_voices & tokenize heldout_books &
