@@ -41,6 +41,7 @@ from audiolm_jax.codec.soundstream import SoundStream  # noqa: E402
 from audiolm_jax.config import resolve_gin_file  # noqa: E402
 from audiolm_jax.eval.run_info import command_line, machine_info, utc_now, write_json  # noqa: E402
 from audiolm_jax.generate.pipeline import AudioLM, GenerationConfig  # noqa: E402
+from audiolm_jax.generate.sampling import DecodeLoop  # noqa: E402
 from audiolm_jax.generate.timing import sliding_windows  # noqa: E402
 from audiolm_jax.gin_reader import dataclass_from_gin  # noqa: E402
 from audiolm_jax.lm.config import TransformerConfig  # noqa: E402
@@ -173,6 +174,9 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", default=None, help="default: float32 with --tiny, else bfloat16")
     parser.add_argument("--fine-max-batch", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache-phases", type=int, default=1,
+                        help="decoding loops per sampling call, each reading only the filled "
+                             "part of the KV cache (sampling.DecodeLoop; 1: one loop)")
     parser.add_argument("--profile", action="store_true",
                         help="trace one more call per batch: kernel time and kernels per token")
     parser.add_argument("--out", default="results/generate.json")
@@ -180,7 +184,8 @@ def main(argv=None) -> int:
     dtype = args.dtype or ("float32" if args.tiny else "bfloat16")
     lm, about = build(args.tiny, dtype, args.seed)
     lm.config = dataclasses.replace(lm.config, semantic_tokens_per_second=args.semantic_rate,
-                                    fine_max_batch=args.fine_max_batch)
+                                    fine_max_batch=args.fine_max_batch,
+                                    loop=DecodeLoop(cache_phases=args.cache_phases))
     runs = {}
     for batch in args.batch_sizes:
         runs[str(batch)] = run_batch(lm, batch, args.prompt_seconds, args.seconds, args.repeats,
@@ -196,6 +201,7 @@ def main(argv=None) -> int:
         "device": str(jax.devices()[0].device_kind), "models": about,
         "prompt_seconds": args.prompt_seconds, "generated_seconds": args.seconds,
         "semantic_tokens_per_second": args.semantic_rate, "repeats": args.repeats,
+        "cache_phases": args.cache_phases,
         "runs": runs,
         "targets": {"batch1_seconds_for_10s": TARGET_BATCH1_SECONDS,
                     "batch64_audio_seconds_per_second": TARGET_BATCH64_RATE},

@@ -156,3 +156,31 @@ def test_bucketed_shapes_give_the_same_tokens_and_share_programs(model):
     assert sampling._sample._cache_size() == programs
     sample(model, [np.arange(1, 12)], 17, rng=jax.random.key(0), config=hot, shape_buckets=4)
     assert sampling._sample._cache_size() == programs + 1      # width 11 -> bucket 12
+
+
+def test_cache_phases_read_less_of_the_cache_and_give_the_same_tokens(model):
+    """The loop cut into phases that attend only to the filled cache slots: same logits for a
+    key_limit covering the filled part, same tokens for greedy, seeded and EOS sampling."""
+    from audiolm_jax.generate.sampling import cache_phase_bounds
+
+    assert cache_phase_bounds(10, 3) == [(0, 4), (4, 7), (7, 10)]
+    assert cache_phase_bounds(2, 5) == [(0, 1), (1, 2)]
+    with pytest.raises(ValueError, match="cache_phases"):
+        cache_phase_bounds(4, 0)
+    padded, lengths = left_pad([np.array([1, 7, 9, 40]), np.array([1, 5])])
+    key_start = jnp.asarray(padded.shape[1] - lengths)
+    full = model.init_cache(2, 12)
+    logits, full = model.decode_step(jnp.asarray(padded), full, 0, key_start)
+    step_full, _ = model.decode_step(jnp.asarray([[33], [34]]), full, 4, key_start)
+    step_cut, _ = model.decode_step(jnp.asarray([[33], [34]]), full, 4, key_start, key_limit=5)
+    np.testing.assert_allclose(step_cut, step_full, atol=1e-5)
+    with pytest.raises(ValueError, match="key_limit"):
+        model.decode_step(jnp.asarray([[33], [34]]), full, 4, key_start, key_limit=13)
+    prompts = [np.array([1, 5, 6, 7]), np.array([1, 9])]
+    for config, eos in ((SamplingConfig(0.0), None), (SamplingConfig(1.0), None),
+                        (SamplingConfig(1.0), 40)):
+        one = sample(model, prompts, 11, rng=jax.random.key(2), config=config, num_samples=2,
+                     eos_id=eos)
+        three = sample(model, prompts, 11, rng=jax.random.key(2), config=config, num_samples=2,
+                       eos_id=eos, cache_phases=3)
+        np.testing.assert_array_equal(three, one)

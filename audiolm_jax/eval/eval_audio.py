@@ -154,7 +154,8 @@ def acoustic_generations(audiolm, wavs: Sequence[np.ndarray], *, seed: int = 0,
                       for w, n in zip(wavs, lengths)])
     ids = np.asarray(audiolm.tokenizer.tokenize(batch, np.asarray(lengths, np.int32)), np.int32)
     bucketed = copy.copy(audiolm)
-    bucketed.config = dataclasses.replace(audiolm.config, shape_buckets=shape_buckets)
+    bucketed.config = dataclasses.replace(
+        audiolm.config, loop=dataclasses.replace(audiolm.config.loop, shape_buckets=shape_buckets))
     codes = [bucketed.acoustic_codes([row[:n // hop]], seed=seed + i)[0][0]
              for i, (row, n) in enumerate(zip(ids, lengths))]
     frames = max(c.shape[0] for c in codes)

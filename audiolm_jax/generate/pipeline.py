@@ -27,7 +27,7 @@ import jax
 import numpy as np
 
 from audiolm_jax.codec.api import decode_batch, encode_batch
-from audiolm_jax.generate.sampling import SamplingConfig
+from audiolm_jax.generate.sampling import DecodeLoop, SamplingConfig
 from audiolm_jax.generate.stages import generate_coarse, generate_fine, generate_semantic
 from audiolm_jax.generate.timing import TokenRates
 from audiolm_jax.lm.layouts import AudioVocabulary, dedup_consecutive
@@ -38,9 +38,9 @@ from audiolm_jax.lm.transformer import Transformer
 class GenerationConfig:
     """Sampling per stage (paper temperatures 0.6 / 0.8 / 0.6), window sizes (the training
     crops: 30 s, 10 s, 3 s), deduplication of semantic tokens (as the stages were trained),
-    the semantic token rate when no prompt gives one, the most rows per stage-3 call, and
-    shape buckets per octave for the sampling calls (None: exact shapes; 4: calls of nearby
-    lengths share compiled programs, at up to 25% more decoding steps: `sampling.sample`)."""
+    the semantic token rate when no prompt gives one, the most rows per stage-3 call, and how
+    the sampling loops compile (`sampling.DecodeLoop`: shape buckets, e.g. 4 per octave so calls
+    of nearby lengths share programs at up to 25% more steps; cache phases)."""
     semantic: SamplingConfig = SamplingConfig(temperature=0.6)
     coarse: SamplingConfig = SamplingConfig(temperature=0.8)
     fine: SamplingConfig = SamplingConfig(temperature=0.6)
@@ -53,7 +53,7 @@ class GenerationConfig:
     semantic_tokens_per_second: float | None = None
     unconditional_semantic_rate: float = 18.0
     fine_max_batch: int | None = 128
-    shape_buckets: int | None = None
+    loop: DecodeLoop = DecodeLoop()
 
 
 @dataclasses.dataclass
@@ -151,7 +151,7 @@ class AudioLM:
             self.coarse_model, self.vocab, semantic, known, total_frames, self.num_coarse,
             rng=jax.random.fold_in(rng, 2), config=config.coarse,
             window_frames=self.rates.acoustic_frames(config.coarse_window_s),
-            num_samples=num_samples, shape_buckets=config.shape_buckets)
+            num_samples=num_samples, loop=config.loop)
         seconds["coarse"] = time.perf_counter() - start
         prompt_frames = known.shape[1]
         known = np.repeat(np.asarray(known, np.int32), num_samples, axis=0)
@@ -163,7 +163,7 @@ class AudioLM:
                 self.fine_model, self.vocab, coarse[:, prompt_frames:], self.num_coarse,
                 rng=jax.random.fold_in(rng, 3), config=config.fine,
                 chunk_frames=self.rates.acoustic_frames(config.fine_chunk_s),
-                max_batch=config.fine_max_batch, shape_buckets=config.shape_buckets)
+                max_batch=config.fine_max_batch, loop=config.loop)
             seconds["fine"] = time.perf_counter() - start
         new = np.concatenate([coarse[:, prompt_frames:], fine_new], axis=2)
         return np.concatenate([known, new], axis=1)
@@ -217,7 +217,7 @@ class AudioLM:
             config=self.config.semantic, num_samples=num_samples,
             window=self.rates.semantic_tokens(self.config.semantic_window_s,
                                               self.rates.semantic_hz),
-            shape_buckets=self.config.shape_buckets)
+            loop=self.config.loop)
         timing["semantic"] = time.perf_counter() - start
         total = prompt_frames + self.rates.acoustic_frames(seconds)
         codes = self._acoustic(semantic, np.repeat(codes, num_samples, axis=0), total, rng, 1,
@@ -257,7 +257,7 @@ class AudioLM:
             config=self.config.semantic, num_samples=num_samples,
             window=self.rates.semantic_tokens(self.config.semantic_window_s,
                                               self.rates.semantic_hz),
-            shape_buckets=self.config.shape_buckets)
+            loop=self.config.loop)
         timing["semantic"] = time.perf_counter() - start
         known = np.zeros((num_samples, 0, self.vocab.num_quantizers), np.int32)
         codes = self._acoustic(semantic, known, self.rates.acoustic_frames(seconds), rng, 1,

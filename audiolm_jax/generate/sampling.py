@@ -19,6 +19,13 @@ t's key is `fold_in(rng, t)` whatever the count), and they let calls of nearby l
 acoustic generation of utterances of different durations, say) share one compiled program
 instead of compiling one each.
 
+With `cache_phases` = P > 1 the decoding loop is P consecutive loops over near-equal step
+ranges, and phase p's attention reads only the cache slots its last step needs (a static slice
+of the fixed-length cache): keys beyond a query's position are masked to an exact zero weight
+anyway, so the tokens are the same, while a large batch, whose steps are bound by reading the
+cache, reads on average about (1 + 1/P) / 2 of it instead of all of it. Each phase is its own
+loop body in the program (P times the compile work).
+
 Sampling order per step: range mask, temperature (0 = argmax), top-k, top-p, then a
 categorical draw with the key `fold_in(rng, step)`; the same seed gives the same tokens.
 """
@@ -55,6 +62,15 @@ class SamplingConfig:
             raise ValueError(f"SamplingConfig.top_k={self.top_k}: use 0 (off) or a positive k")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"SamplingConfig.top_p={self.top_p}: use a value in (0, 1]")
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeLoop:
+    """How the decoding loop is compiled (never what it samples): `shape_buckets` per octave of
+    prompt widths and token counts (None: exact shapes), `cache_phases` loops that each read only
+    the filled part of the KV cache (1: one loop over the whole cache). Module docstring."""
+    shape_buckets: int | None = None
+    cache_phases: int = 1
 
 
 def filter_logits(logits: jax.Array, config: SamplingConfig, low: jax.Array,
@@ -121,10 +137,18 @@ def decoding_weights(state: nnx.State, dtype) -> nnx.State:
     return jax.tree_util.tree_map_with_path(cast, state)
 
 
+def cache_phase_bounds(num_tokens: int, phases: int) -> list[tuple[int, int]]:
+    """The decoding steps [0, num_tokens) cut into `phases` near-equal consecutive ranges."""
+    if phases < 1:
+        raise ValueError(f"cache_phases must be >= 1, got {phases}")
+    stops = sorted({-(-num_tokens * (j + 1) // phases) for j in range(phases)})
+    return [(a, b) for a, b in zip([0, *stops[:-1]], stops) if b > a]
+
+
 @functools.partial(jax.jit, static_argnames=("graphdef", "num_tokens", "num_samples", "config",
-                                             "eos_id"))
+                                             "eos_id", "cache_phases"))
 def _sample(graphdef, state, prompts, lengths, allowed, rng, *, num_tokens, num_samples, config,
-            eos_id):
+            eos_id, cache_phases=1):
     compute_dtype = nnx.merge(graphdef, state).config.compute_dtype
     model: Transformer = nnx.merge(graphdef, decoding_weights(state, compute_dtype))
     batch, width = prompts.shape
@@ -139,11 +163,7 @@ def _sample(graphdef, state, prompts, lengths, allowed, rng, *, num_tokens, num_
     out = jnp.full((rows, num_tokens), PAD, jnp.int32)
     done = jnp.zeros((rows,), bool)
 
-    def cond(carry):
-        step, _, _, _, done = carry
-        return (step < num_tokens) & ~jnp.all(done)
-
-    def body(carry):
+    def body(carry, key_limit):
         step, logits, cache, out, done = carry
         low = jnp.broadcast_to(allowed[step, 0], (rows,))
         high = jnp.broadcast_to(allowed[step, 1], (rows,))
@@ -152,21 +172,30 @@ def _sample(graphdef, state, prompts, lengths, allowed, rng, *, num_tokens, num_
         out = jax.lax.dynamic_update_slice(out, token[:, None], (0, step))
         if eos_id is not None:
             done = done | (token == eos_id)
-        logits, cache = model.decode_step(token[:, None], cache, width + step, key_start)
+        logits, cache = model.decode_step(token[:, None], cache, width + step, key_start,
+                                          key_limit=key_limit)
         return step + 1, logits[:, 0], cache, out, done
 
     carry = (jnp.int32(0), logits, cache, out, done)
-    if eos_id is None:
-        # A loop of known trip count: XLA need not read the condition back from the device
-        # every token, so the host can enqueue the next steps' kernels ahead of the GPU.
-        return jax.lax.fori_loop(0, num_tokens, lambda _, c: body(c), carry)[3]
-    return jax.lax.while_loop(cond, body, carry)[3]
+    # One loop per phase, each attending to the cache slots filled by its last step only
+    # (module docstring: `cache_phases`).
+    for start, stop in cache_phase_bounds(num_tokens, cache_phases):
+        step_in_phase = functools.partial(body, key_limit=width + stop)
+        if eos_id is None:
+            # A loop of known trip count: XLA need not read the condition back from the device
+            # every token, so the host can enqueue the next steps' kernels ahead of the GPU.
+            carry = jax.lax.fori_loop(start, stop, lambda _, c, f=step_in_phase: f(c), carry)
+        else:
+            carry = jax.lax.while_loop(
+                lambda c, stop=stop: (c[0] < stop) & ~jnp.all(c[4]), step_in_phase, carry)
+    return carry[3]
 
 
 def sample(model: Transformer, prompts: Sequence[np.ndarray], num_tokens: int, *,
            rng: jax.Array, config: SamplingConfig = SamplingConfig(),
            allowed: np.ndarray | None = None, num_samples: int = 1,
-           eos_id: int | None = None, shape_buckets: int | None = None) -> np.ndarray:
+           eos_id: int | None = None, shape_buckets: int | None = None,
+           cache_phases: int = 1) -> np.ndarray:
     """Continues each prompt by `num_tokens` sampled tokens.
 
     Args:
@@ -181,6 +210,8 @@ def sample(model: Transformer, prompts: Sequence[np.ndarray], num_tokens: int, *
         has stopped; None generates exactly `num_tokens`.
       shape_buckets: prompt widths and token counts are rounded up to this many buckets per
         octave (module docstring; the tokens are the same); None compiles the exact shapes.
+      cache_phases: the decoding loop in this many consecutive loops, each reading only the
+        cache slots filled by its end (module docstring; the tokens are the same).
     Returns:
       int32 [len(prompts) * num_samples, num_tokens].
     """
@@ -206,5 +237,6 @@ def sample(model: Transformer, prompts: Sequence[np.ndarray], num_tokens: int, *
     graphdef, state = nnx.split(model)
     out = _sample(graphdef, state, jnp.asarray(padded), jnp.asarray(lengths),
                   jnp.asarray(allowed), rng, num_tokens=steps,
-                  num_samples=int(num_samples), config=config, eos_id=eos_id)
+                  num_samples=int(num_samples), config=config, eos_id=eos_id,
+                  cache_phases=int(cache_phases))
     return np.asarray(out)[:, :num_tokens]

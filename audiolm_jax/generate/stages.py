@@ -11,8 +11,8 @@ row-major acoustic tokens with per-level offsets), and every generated position 
 the id range its layout implies. Stages 1 and 2 slide a window over sequences longer than the
 training crops (`timing.sliding_windows`): each call's prompt is BOS plus the last part of what
 exists, as a training crop taken mid-utterance would be. Stage 3 batches every chunk of every
-row in one sampling call (split into `max_batch` rows where memory asks for it). `shape_buckets`
-passes to `sampling.sample` (bucketed shapes: calls of nearby lengths share compiled programs).
+row in one sampling call (split into `max_batch` rows where memory asks for it). `loop` (a
+`sampling.DecodeLoop`) says how the sampling loops compile: bucketed shapes, cache phases.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from audiolm_jax.generate.sampling import SamplingConfig, sample
+from audiolm_jax.generate.sampling import DecodeLoop, SamplingConfig, sample
 from audiolm_jax.generate.timing import fine_chunks, semantic_span, sliding_windows
 from audiolm_jax.lm.layouts import (
     SEP,
@@ -40,7 +40,7 @@ def _repeat_rows(rows: list, times: int) -> list:
 
 def generate_semantic(model: Transformer, vocab: AudioVocabulary, prompts: Sequence[np.ndarray],
                       num_new: int, *, rng: jax.Array, config: SamplingConfig, window: int,
-                      num_samples: int = 1, shape_buckets: int | None = None
+                      num_samples: int = 1, loop: DecodeLoop = DecodeLoop()
                       ) -> list[np.ndarray]:
     """Stage 1: continues each prompt of semantic ids ([0, K), already deduplicated; may be
     empty) by `num_new` ids. `window`: the most semantic tokens the model saw (crop tokens).
@@ -60,7 +60,7 @@ def generate_semantic(model: Transformer, vocab: AudioVocabulary, prompts: Seque
         prompts_now = [prompt_tokens(row[row.size - min(context, row.size):] + low) for row in rows]
         new = sample(model, prompts_now, count, rng=jax.random.fold_in(rng, index), config=config,
                      allowed=np.tile([[low, high]], (count, 1)), num_samples=samples,
-                     shape_buckets=shape_buckets)
+                     shape_buckets=loop.shape_buckets, cache_phases=loop.cache_phases)
         rows = [np.concatenate([row, tokens - low]).astype(np.int32)
                 for row, tokens in zip(_repeat_rows(rows, samples), new)]
         samples = 1
@@ -70,7 +70,7 @@ def generate_semantic(model: Transformer, vocab: AudioVocabulary, prompts: Seque
 def generate_coarse(model: Transformer, vocab: AudioVocabulary,
                     semantic: Sequence[np.ndarray] | None, known: np.ndarray, total_frames: int, num_coarse: int, *, rng: jax.Array,
                     config: SamplingConfig, window_frames: int,
-                    num_samples: int = 1, shape_buckets: int | None = None) -> np.ndarray:
+                    num_samples: int = 1, loop: DecodeLoop = DecodeLoop()) -> np.ndarray:
     """Stage 2: coarse codes of `total_frames` frames per row.
 
     Args:
@@ -105,7 +105,8 @@ def generate_coarse(model: Transformer, vocab: AudioVocabulary,
         count = (call.stop - call.known) * num_coarse
         tokens = sample(model, prompts, count, rng=jax.random.fold_in(rng, index), config=config,
                         allowed=acoustic_target_ranges(vocab, 0, num_coarse, count),
-                        num_samples=samples, shape_buckets=shape_buckets)
+                        num_samples=samples, shape_buckets=loop.shape_buckets,
+                        cache_phases=loop.cache_phases)
         new = np.stack([codes_from_tokens(t, vocab, 0, num_coarse) for t in tokens])
         frames = np.concatenate([np.repeat(frames, samples, axis=0), new], axis=1)
         rows, samples = _repeat_rows(rows, samples), 1
@@ -114,7 +115,7 @@ def generate_coarse(model: Transformer, vocab: AudioVocabulary,
 
 def generate_fine(model: Transformer, vocab: AudioVocabulary, coarse: np.ndarray, num_coarse: int,
                   *, rng: jax.Array, config: SamplingConfig, chunk_frames: int,
-                  max_batch: int | None = None, shape_buckets: int | None = None) -> np.ndarray:
+                  max_batch: int | None = None, loop: DecodeLoop = DecodeLoop()) -> np.ndarray:
     """Stage 3: fine codes (levels num_coarse..Q-1) for coarse codes int [rows, frames, Q'].
 
     The frames are cut into non-overlapping chunks of `chunk_frames` (3 s in the paper); every
@@ -140,7 +141,8 @@ def generate_fine(model: Transformer, vocab: AudioVocabulary, coarse: np.ndarray
         part = prompts[first:first + batch]
         part = part + [part[-1]] * (batch - len(part))   # one shape: one compiled program
         tokens = sample(model, part, count, rng=jax.random.fold_in(rng, index), config=config,
-                        allowed=allowed, shape_buckets=shape_buckets)
+                        allowed=allowed, shape_buckets=loop.shape_buckets,
+                        cache_phases=loop.cache_phases)
         for (r, a, b), row_tokens in zip(jobs[first:first + batch], tokens):
             out[r, a:b] = codes_from_tokens(row_tokens[:(b - a) * num_fine], vocab, num_coarse,
                                             vocab.num_quantizers)

@@ -173,7 +173,9 @@ class SelfAttention(nnx.Module):
 
         Args:
           x: [batch, steps, embed] embeddings of the tokens at positions position..position+steps-1.
-          bias: [1, heads, steps, max_len] bias of those queries against every cache slot.
+          bias: [1, heads, steps, keys] bias of those queries against the first `keys` cache
+            slots (`keys` <= max_len): only those are read, so a caller that knows the later
+            slots are still empty (position + steps <= keys) skips reading them.
           cache: keys/values of positions < position (later slots are ignored by the mask).
           position: int32 scalar (may be traced).
           key_start: optional int32 [batch]: keys before it are ignored (left-padded prompts).
@@ -187,10 +189,11 @@ class SelfAttention(nnx.Module):
             constrain(jax.lax.dynamic_update_slice(cache.key, key.astype(cache.key.dtype), start), names),
             constrain(jax.lax.dynamic_update_slice(cache.value, value.astype(cache.value.dtype), start), names))
         query_positions = position + jnp.arange(x.shape[1])
-        key_positions = jnp.arange(cache.key.shape[1])
+        limit = bias.shape[-1]
+        key_positions = jnp.arange(limit)
         mask = causal_mask(query_positions, key_positions)
         if key_start is not None:
             mask = mask & (key_positions[None, :] >= key_start[:, None])[:, None, None, :]
-        attended = reference_attention(query, cache.key.astype(query.dtype),
-                                       cache.value.astype(query.dtype), bias, mask)
+        attended = reference_attention(query, cache.key[:, :limit].astype(query.dtype),
+                                       cache.value[:, :limit].astype(query.dtype), bias, mask)
         return self._output(attended), cache

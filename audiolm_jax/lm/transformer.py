@@ -174,7 +174,8 @@ class Transformer(nnx.Module):
                      for block in self.blocks)
 
     def decode_step(self, tokens: jax.Array, cache: KVCache, position: jax.Array | int,
-                    key_start: jax.Array | None = None) -> tuple[jax.Array, KVCache]:
+                    key_start: jax.Array | None = None, key_limit: int | None = None
+                    ) -> tuple[jax.Array, KVCache]:
         """Logits for `tokens` placed at positions position.. using (and filling) the cache.
 
         Prefill is a call with the whole prompt at position 0; sampling then calls it with
@@ -190,14 +191,21 @@ class Transformer(nnx.Module):
           key_start: optional int32 [batch], the first real position of each row: keys before
             it are masked out, so prompts left-padded to one length decode as if unpadded (the
             relative bias only sees offsets). None: every key counts.
+          key_limit: static; attend to (and read) only the first `key_limit` cache slots, which
+            must hold every position up to position + steps - 1 (the caller's guarantee: the
+            later slots are empty and masked anyway, so the logits are the same). None: all.
         Returns:
           (float32 [batch, steps, padded_vocab], updated cache).
         """
         position = jnp.asarray(position, jnp.int32)
         x = self._embed(tokens)
         max_len = cache[0].key.shape[1]
+        keys = max_len if key_limit is None else int(key_limit)
+        if not tokens.shape[1] <= keys <= max_len:
+            raise ValueError(f"decode_step: key_limit {key_limit} must lie in [{tokens.shape[1]}, "
+                             f"{max_len}] (the steps decoded, the cache length)")
         query_positions = position + jnp.arange(tokens.shape[1])
-        bias = self.relative_bias(query_positions, jnp.arange(max_len))[None].astype(x.dtype)
+        bias = self.relative_bias(query_positions, jnp.arange(keys))[None].astype(x.dtype)
         new_cache = []
         for block, layer_cache in zip(self.blocks, cache):
             x, layer_cache = block.decode(x, bias, layer_cache, position, self.constrain,
