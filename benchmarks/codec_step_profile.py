@@ -66,8 +66,9 @@ def build(gin_file: str, bindings: list[str], start_step: int):
 
 
 def loss_flops(objective, audio_shape: tuple[int, int], phase: str) -> float:
-    """FLOPs of one step's losses and gradients (the generator's; the discriminators' too in the
-    gan phase, with the generator forward the discriminator loss repeats), counted on the HLO
+    """FLOPs of one step's losses and the gradients the trainer takes (the generator loss with
+    respect to the generator's parameters; in the gan phase also the discriminator loss, with
+    the generator forward it repeats, with respect to the discriminators'), counted on the HLO
     lowered for the CPU. Why: on the GPU the convolutions are cuDNN custom calls that XLA's cost
     analysis counts as 0 (session 8: "0.4 TFLOP/s" for a step of ~2.5 TFLOP); lowered for the
     CPU they stay convolutions. Optimizer updates and RVQ bookkeeping are not counted."""
@@ -78,18 +79,19 @@ def loss_flops(objective, audio_shape: tuple[int, int], phase: str) -> float:
     from audiolm_jax.training.state import from_pure, to_pure  # noqa: PLC0415
 
     model = nnx.eval_shape(lambda: objective.create_model(nnx.Rngs(0)))
-    graph, param_template, rest_template = nnx.split(model, nnx.Param, ...)
+    groups = (nnx.All(nnx.Param, nnx.PathContains("generator")),
+              nnx.All(nnx.Param, nnx.PathContains("discriminators")), ...)
+    graph, *templates = nnx.split(model, *groups)
     # Pure arrays in, Variables rebuilt inside the trace (as the trainer's step does), so the RVQ
     # state the forward writes belongs to the traced function.
-    params, rest = to_pure(param_template), to_pure(rest_template)
-    merge = lambda p, r: nnx.merge(graph, from_pure(param_template, p),  # noqa: E731
-                                   from_pure(rest_template, r))
+    pure = [to_pure(t) for t in templates]
+    merge = lambda parts: nnx.merge(graph, *(from_pure(t, p)  # noqa: E731
+                                             for t, p in zip(templates, parts)))
     batch = {"audio": jax.ShapeDtypeStruct(audio_shape, np.float32)}
     key = jax.random.key(0)
     cfg = objective.loss_config
 
-    def reconstruction(params, rest, batch):   # the generator loss before the discriminators
-        gan = merge(params, rest)
+    def reconstruction(gan, batch):   # the generator loss before the discriminators start
         wav, mask = frame_aligned_audio(batch, gan.generator.hop_length)
         out = gan.generator(wav, train=True, rng=key)
         return multi_scale_spectral_loss(
@@ -98,14 +100,20 @@ def loss_flops(objective, audio_shape: tuple[int, int], phase: str) -> float:
             log_floor=cfg.log_floor) + out.commitment_loss
 
     def objective_loss(method):
-        return lambda params, rest, batch: method(merge(params, rest), batch, key,
-                                                  10**9)[0]
+        return lambda gan, batch: method(gan, batch, key, 10**9)[0]
 
-    losses = [reconstruction] if phase == "reconstruction" else [
-        objective_loss(objective.generator_loss), objective_loss(objective.discriminator_loss)]
+    # (loss of the model, index of the parameter group its gradient is taken for)
+    losses = [(reconstruction, 0)] if phase == "reconstruction" else [
+        (objective_loss(objective.generator_loss), 0),
+        (objective_loss(objective.discriminator_loss), 1)]
     total = 0.0
-    for loss in losses:
-        lowered = jax.jit(jax.grad(loss)).trace(params, rest, batch).lower(
+    for loss, group in losses:
+        def of_group(own, others, batch, loss=loss, group=group):
+            parts = list(others)
+            parts.insert(group, own)
+            return loss(merge(parts), batch)
+        others = [p for i, p in enumerate(pure) if i != group]
+        lowered = jax.jit(jax.grad(of_group)).trace(pure[group], others, batch).lower(
             lowering_platforms=("cpu",))
         cost = lowered.cost_analysis()
         total += float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])

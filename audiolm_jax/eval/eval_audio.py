@@ -124,6 +124,9 @@ def write_eval_audio(out: str, examples: Sequence[Example], *, audiolm=None, aco
     if acoustic_generation and audiolm is not None:
         start = time.perf_counter()
         files = []
+        if acoustic_generation_prompts is not None and acoustic_generation_prompts < 1:
+            raise ValueError(f"acoustic_generation_prompts={acoustic_generation_prompts}: give "
+                             ">= 1, or acoustic_generation=False for none")
         chosen = list(examples)[:acoustic_generation_prompts]
         wavs = acoustic_generations(audiolm, [sources[e.id] for e in chosen], seed=seed)
         for e, wav in zip(chosen, wavs):
@@ -133,35 +136,54 @@ def write_eval_audio(out: str, examples: Sequence[Example], *, audiolm=None, aco
     return summary
 
 
+def semantic_batch(wavs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(float32 [rows, width] zero-padded batch, int32 [rows] lengths) of each wav's whole 40 ms
+    frames, leaving at least one frame of zeros after the longest, as the token caches' batches
+    do (`tokens.batching.bucket_length`). Why the frame: w2v-BERT's subsampling convs see past
+    a row's end, so a row's features depend on what follows it; with a frame of zeros after
+    every row they equal those of the wav tokenized alone with such padding (and the caches')."""
+    from audiolm_jax.tokens.batching import SEMANTIC_HOP, bucket_length  # noqa: PLC0415
+
+    lengths = [np.asarray(w).size // SEMANTIC_HOP * SEMANTIC_HOP for w in wavs]
+    if not lengths or min(lengths) == 0:
+        raise ValueError(f"semantic ids need at least {SEMANTIC_HOP} samples per wav")
+    width = bucket_length(max(lengths))
+    batch = np.stack([np.pad(np.asarray(w, np.float32)[:n], (0, width - n))
+                      for w, n in zip(wavs, lengths)])
+    return batch, np.asarray(lengths, np.int32)
+
+
+def padded_semantic_ids(tokenizer, wavs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Semantic ids of each wav's whole frames, tokenized in one `semantic_batch`."""
+    batch, lengths = semantic_batch(wavs)
+    ids = np.asarray(tokenizer.tokenize(batch, lengths), np.int32)
+    return [row[:n // 640] for row, n in zip(ids, lengths)]
+
+
 def acoustic_generations(audiolm, wavs: Sequence[np.ndarray], *, seed: int = 0,
                          shape_buckets: int = 4) -> list[np.ndarray]:
-    """`audiolm.resynthesize` of each wav on its own (its whole semantic frames; row i seeded
-    `seed + i`), batched where that changes no result: the semantic ids of all wavs in one
-    zero-padded batch with their lengths, stages 2-3 per wav with sampling shapes bucketed
-    (`shape_buckets` per octave), and the codes decoded in one zero-padded batch (the causal
-    decoder's real frames do not see the padding). Returns float32 audio per wav."""
+    """Stages 2-3 from each wav's semantic ids (`AudioLM.acoustic` of each on its own, row i
+    seeded `seed + i`; ids from `padded_semantic_ids`, i.e. as in the token caches), with the
+    batching that changes no computation: one tokenization batch, sampling shapes bucketed
+    (`shape_buckets` per octave: nearby durations share compiled programs), and the codes
+    decoded in one zero-padded batch (the causal decoder's real frames do not see the padding).
+    Returns float32 audio per wav, 640 samples per semantic id."""
     import copy  # noqa: PLC0415
     import dataclasses  # noqa: PLC0415
 
     from audiolm_jax.codec.api import decode_batch  # noqa: PLC0415
 
-    hop, per_frame = audiolm.rates.samples_per_semantic, audiolm.rates.samples_per_frame
-    lengths = [np.asarray(w).size // hop * hop for w in wavs]
-    if min(lengths) == 0:
-        raise ValueError(f"acoustic generation needs at least {hop} samples per wav")
-    longest = max(lengths)
-    batch = np.stack([np.pad(np.asarray(w, np.float32)[:n], (0, longest - n))
-                      for w, n in zip(wavs, lengths)])
-    ids = np.asarray(audiolm.tokenizer.tokenize(batch, np.asarray(lengths, np.int32)), np.int32)
+    ids = padded_semantic_ids(audiolm.tokenizer, wavs)
     bucketed = copy.copy(audiolm)
     bucketed.config = dataclasses.replace(
         audiolm.config, loop=dataclasses.replace(audiolm.config.loop, shape_buckets=shape_buckets))
-    codes = [bucketed.acoustic_codes([row[:n // hop]], seed=seed + i)[0][0]
-             for i, (row, n) in enumerate(zip(ids, lengths))]
+    codes = [bucketed.acoustic_codes([row], seed=seed + i)[0][0] for i, row in enumerate(ids)]
     frames = max(c.shape[0] for c in codes)
     decoded = decode_batch(audiolm.codec, np.stack(
         [np.pad(c, ((0, frames - c.shape[0]), (0, 0))) for c in codes]))
+    per_frame = audiolm.rates.samples_per_frame
     return [wav[:c.shape[0] * per_frame] for wav, c in zip(decoded, codes)]
 
 
-__all__ = ["KIND_DIRS", "acoustic_generations", "choose_prompts", "write_eval_audio"]
+__all__ = ["KIND_DIRS", "acoustic_generations", "choose_prompts", "padded_semantic_ids",
+           "semantic_batch", "write_eval_audio"]

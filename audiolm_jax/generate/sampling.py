@@ -14,15 +14,17 @@ rows come out prompt-major (prompt 0's samples first).
 
 Shapes may be bucketed (`shape_buckets` per octave, off by default): the prompt width is left-padded
 up to a bucket and the loop runs to a bucketed token count whose extra tokens are dropped. Both
-are exact (the extra padding is masked like any padding; a token never sees later ones, and step
-t's key is `fold_in(rng, t)` whatever the count), and they let calls of nearby lengths (the
+compute the same thing (the extra padding is masked like any padding; a token never sees later
+ones, and step t's key is `fold_in(rng, t)` whatever the count: tested token for token on the
+CPU in f32; on a GPU other shapes may order a sum differently, so a near-tie can flip a sampled
+token), and they let calls of nearby lengths (the
 acoustic generation of utterances of different durations, say) share one compiled program
 instead of compiling one each.
 
 With `cache_phases` = P > 1 the decoding loop is P consecutive loops over near-equal step
 ranges, and phase p's attention reads only the cache slots its last step needs (a static slice
 of the fixed-length cache): keys beyond a query's position are masked to an exact zero weight
-anyway, so the tokens are the same, while a large batch, whose steps are bound by reading the
+anyway, so it computes the same thing (same caveat), while a large batch, whose steps are bound by reading the
 cache, reads on average about (1 + 1/P) / 2 of it instead of all of it. Each phase is its own
 loop body in the program (P times the compile work).
 
@@ -209,9 +211,9 @@ def sample(model: Transformer, prompts: Sequence[np.ndarray], num_tokens: int, *
       eos_id: stop a row after this id (later positions are PAD) and the loop once every row
         has stopped; None generates exactly `num_tokens`.
       shape_buckets: prompt widths and token counts are rounded up to this many buckets per
-        octave (module docstring; the tokens are the same); None compiles the exact shapes.
+        octave (module docstring; the same computation); None compiles the exact shapes.
       cache_phases: the decoding loop in this many consecutive loops, each reading only the
-        cache slots filled by its end (module docstring; the tokens are the same).
+        cache slots filled by its end (module docstring; the same computation).
     Returns:
       int32 [len(prompts) * num_samples, num_tokens].
     """
@@ -228,6 +230,8 @@ def sample(model: Transformer, prompts: Sequence[np.ndarray], num_tokens: int, *
             or allowed.max() > model.config.vocab_size:
         raise ValueError(f"sample: every allowed range must be a non-empty [low, high) inside "
                          f"[0, {model.config.vocab_size}); check the vocabulary of this model")
+    if not prompts or min(np.asarray(p).size for p in prompts) == 0:
+        left_pad(prompts)   # raises its error: every prompt needs at least BOS
     width, steps = max(np.asarray(p).size for p in prompts), int(num_tokens)
     if shape_buckets is not None:
         width, steps = geometric_bucket(width, shape_buckets), geometric_bucket(steps, shape_buckets)

@@ -167,18 +167,19 @@ class SelfAttention(nnx.Module):
         return LayerCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
 
     def decode(self, x: jax.Array, bias: jax.Array, cache: LayerCache, position: jax.Array, *,
-               constrain: ActivationConstraint, key_start: jax.Array | None = None
-               ) -> tuple[jax.Array, LayerCache]:
+               constrain: ActivationConstraint, key_start: jax.Array | None = None,
+               key_limit: int | None = None) -> tuple[jax.Array, LayerCache]:
         """Attention for `steps` new tokens written into the cache at `position`.
 
         Args:
           x: [batch, steps, embed] embeddings of the tokens at positions position..position+steps-1.
           bias: [1, heads, steps, keys] bias of those queries against the first `keys` cache
-            slots (`keys` <= max_len): only those are read, so a caller that knows the later
-            slots are still empty (position + steps <= keys) skips reading them.
+            slots, keys = key_limit or max_len.
           cache: keys/values of positions < position (later slots are ignored by the mask).
           position: int32 scalar (may be traced).
           key_start: optional int32 [batch]: keys before it are ignored (left-padded prompts).
+          key_limit: static; read only the first `key_limit` cache slots (the caller knows the
+            later ones are still empty: position + steps <= key_limit). None: all of them.
         Returns:
           ([batch, steps, embed], cache with the new keys/values written).
         """
@@ -189,7 +190,9 @@ class SelfAttention(nnx.Module):
             constrain(jax.lax.dynamic_update_slice(cache.key, key.astype(cache.key.dtype), start), names),
             constrain(jax.lax.dynamic_update_slice(cache.value, value.astype(cache.value.dtype), start), names))
         query_positions = position + jnp.arange(x.shape[1])
-        limit = bias.shape[-1]
+        limit = cache.key.shape[1] if key_limit is None else int(key_limit)
+        if bias.shape[-1] != limit:
+            raise ValueError(f"decode: the bias covers {bias.shape[-1]} keys, expected {limit}")
         key_positions = jnp.arange(limit)
         mask = causal_mask(query_positions, key_positions)
         if key_start is not None:

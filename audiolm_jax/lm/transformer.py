@@ -90,10 +90,11 @@ class DecoderBlock(nnx.Module):
         return constrain(x + dropout(fed, self.dropout_rate, output_key), _ACTIVATION)
 
     def decode(self, x: jax.Array, bias: jax.Array, cache: LayerCache, position: jax.Array,
-               constrain: ActivationConstraint, key_start: jax.Array | None = None
-               ) -> tuple[jax.Array, LayerCache]:
+               constrain: ActivationConstraint, key_start: jax.Array | None = None,
+               key_limit: int | None = None) -> tuple[jax.Array, LayerCache]:
         attended, cache = self.attention.decode(self.attention_norm(x), bias, cache, position,
-                                                constrain=constrain, key_start=key_start)
+                                                constrain=constrain, key_start=key_start,
+                                                key_limit=key_limit)
         x = x + attended
         return x + self.feed_forward(self.feed_forward_norm(x), None, constrain), cache
 
@@ -209,6 +210,6 @@ class Transformer(nnx.Module):
         new_cache = []
         for block, layer_cache in zip(self.blocks, cache):
             x, layer_cache = block.decode(x, bias, layer_cache, position, self.constrain,
-                                          key_start)
+                                          key_start, key_limit)
             new_cache.append(layer_cache)
         return self._logits(x), tuple(new_cache)
