@@ -142,22 +142,23 @@ def semantic_batch(wavs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     do (`tokens.batching.bucket_length`). Why the frame: w2v-BERT's subsampling convs see past
     a row's end, so a row's features depend on what follows it; with a frame of zeros after
     every row they equal those of the wav tokenized alone with such padding (and the caches')."""
-    from audiolm_jax.tokens.batching import SEMANTIC_HOP, bucket_length  # noqa: PLC0415
+    from audiolm_jax.tokens.batching import SEMANTIC_HOP, pad_batch  # noqa: PLC0415
 
-    lengths = [np.asarray(w).size // SEMANTIC_HOP * SEMANTIC_HOP for w in wavs]
-    if not lengths or min(lengths) == 0:
+    whole = [np.asarray(w, np.float32)[:np.asarray(w).size // SEMANTIC_HOP * SEMANTIC_HOP]
+             for w in wavs]
+    if not whole or min(w.size for w in whole) == 0:
         raise ValueError(f"semantic ids need at least {SEMANTIC_HOP} samples per wav")
-    width = bucket_length(max(lengths))
-    batch = np.stack([np.pad(np.asarray(w, np.float32)[:n], (0, width - n))
-                      for w, n in zip(wavs, lengths)])
-    return batch, np.asarray(lengths, np.int32)
+    batch = pad_batch(range(len(whole)), whole, len(whole))
+    return batch.wav, batch.lengths
 
 
 def padded_semantic_ids(tokenizer, wavs: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Semantic ids of each wav's whole frames, tokenized in one `semantic_batch`."""
+    from audiolm_jax.tokens.batching import SEMANTIC_HOP  # noqa: PLC0415
+
     batch, lengths = semantic_batch(wavs)
     ids = np.asarray(tokenizer.tokenize(batch, lengths), np.int32)
-    return [row[:n // 640] for row, n in zip(ids, lengths)]
+    return [row[:n // SEMANTIC_HOP] for row, n in zip(ids, lengths)]
 
 
 def acoustic_generations(audiolm, wavs: Sequence[np.ndarray], *, seed: int = 0,

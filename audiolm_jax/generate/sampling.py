@@ -105,14 +105,20 @@ def sample_logits(logits: jax.Array, key: jax.Array, config: SamplingConfig, low
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
-def left_pad(prompts: Sequence[np.ndarray], pad_id: int = PAD,
-             width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Token prompts of any lengths (each >= 1) -> (int32 [batch, width] left-padded, int32
-    [batch] lengths); `width` defaults to the longest prompt."""
+def _checked_prompts(prompts: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The prompts as flat int32 arrays; a clear error unless each holds at least BOS."""
     prompts = [np.asarray(p, np.int32).reshape(-1) for p in prompts]
     if not prompts or min(p.size for p in prompts) == 0:
         raise ValueError("every prompt needs at least one token (BOS); build prompts with "
                          "audiolm_jax.lm.layouts.prompt_tokens")
+    return prompts
+
+
+def left_pad(prompts: Sequence[np.ndarray], pad_id: int = PAD,
+             width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Token prompts of any lengths (each >= 1) -> (int32 [batch, width] left-padded, int32
+    [batch] lengths); `width` defaults to the longest prompt."""
+    prompts = _checked_prompts(prompts)
     longest = max(p.size for p in prompts)
     width = longest if width is None else width
     if width < longest:
@@ -230,9 +236,8 @@ def sample(model: Transformer, prompts: Sequence[np.ndarray], num_tokens: int, *
             or allowed.max() > model.config.vocab_size:
         raise ValueError(f"sample: every allowed range must be a non-empty [low, high) inside "
                          f"[0, {model.config.vocab_size}); check the vocabulary of this model")
-    if not prompts or min(np.asarray(p).size for p in prompts) == 0:
-        left_pad(prompts)   # raises its error: every prompt needs at least BOS
-    width, steps = max(np.asarray(p).size for p in prompts), int(num_tokens)
+    prompts = _checked_prompts(prompts)
+    width, steps = max(p.size for p in prompts), int(num_tokens)
     if shape_buckets is not None:
         width, steps = geometric_bucket(width, shape_buckets), geometric_bucket(steps, shape_buckets)
         # The extra steps' tokens are dropped: any valid range serves them.
