@@ -24,7 +24,8 @@ MODE=${MODE:-gpu}; W=${WORK:-/tmp/pp}; C=${CORPUS:-outputs/demo/world/piano}
 chain_begin; chain_options
 if [ $MODE = gpu ]; then
   # One H200: the codec's box is the chain's longest step (w2v-BERT and k-means run beside it).
-  CODEC_T=420; W2V_T=300; STAGE_T=180; STAGE=""; FIT="--layout piano"; TOK="--batch-size 8 --buckets-per-octave 1"
+  # The boxes can be shortened from the environment (e.g. when the GPU is shared with another run).
+  CODEC_T=${CODEC_T:-420}; W2V_T=${W2V_T:-300}; STAGE_T=${STAGE_T:-180}; STAGE=""; FIT="--layout piano"; TOK="--batch-size 8 --buckets-per-octave 1"
   # 0.5 h of piano holds ~3 held-out pieces: 8 continuations of each opening per system (each
   # continuation pairs with the baseline's of the same name in `eval piano`).
   EVAL_AUDIO="--prompts 8 --samples 8 --prompt-seconds 3 --seconds 7"
