@@ -74,8 +74,6 @@ def loss_flops(objective, audio_shape: tuple[int, int], phase: str) -> float:
     CPU they stay convolutions. Optimizer updates and RVQ bookkeeping are not counted."""
     from flax import nnx  # noqa: PLC0415
 
-    from audiolm_jax.codec.losses import multi_scale_spectral_loss  # noqa: PLC0415
-    from audiolm_jax.codec.objective import frame_aligned_audio  # noqa: PLC0415
     from audiolm_jax.training.state import from_pure, to_pure  # noqa: PLC0415
 
     model = nnx.eval_shape(lambda: objective.create_model(nnx.Rngs(0)))
@@ -92,12 +90,8 @@ def loss_flops(objective, audio_shape: tuple[int, int], phase: str) -> float:
     cfg = objective.loss_config
 
     def reconstruction(gan, batch):   # the generator loss before the discriminators start
-        wav, mask = frame_aligned_audio(batch, gan.generator.hop_length)
-        out = gan.generator(wav, train=True, rng=key)
-        return multi_scale_spectral_loss(
-            wav, out.reconstructed * mask, sample_rate=gan.generator.sample_rate,
-            windows=cfg.spectral_windows, n_mels=cfg.n_mels,
-            log_floor=cfg.log_floor) + out.commitment_loss
+        _, _, spectral, out = objective.reconstruction_terms(gan, batch, key)
+        return cfg.reconstruction_weight * spectral + out.commitment_loss
 
     def objective_loss(method):
         return lambda gan, batch: method(gan, batch, key, 10**9)[0]

@@ -149,9 +149,11 @@ class CodecObjective(Objective):
             [jnp.mean(x.astype(jnp.float32)) for x in logits]))
         return loss, {"real_logits": mean_logit(real_logits), "fake_logits": mean_logit(fake_logits)}
 
-    def generator_loss(self, model: CodecGAN, batch, rng, step):
-        """Spectral reconstruction + commitment (+ adversarial and feature matching once the
-        discriminators have started). Updates the RVQ state (train=True)."""
+    def reconstruction_terms(self, model: CodecGAN, batch, rng):
+        """The generator's forward (train=True: updates the RVQ state) and its multi-scale
+        spectral loss: (frame-aligned input, masked reconstruction, spectral loss, generator
+        output with the commitment loss). The whole generator loss before the discriminators
+        start, with `out.commitment_loss` added."""
         cfg = self.loss_config
         wav, mask = frame_aligned_audio(batch, model.generator.hop_length)
         out = model.generator(wav, train=True, rng=rng)
@@ -159,6 +161,13 @@ class CodecObjective(Objective):
         reconstruction = multi_scale_spectral_loss(
             wav, reconstructed, sample_rate=model.generator.sample_rate,
             windows=cfg.spectral_windows, n_mels=cfg.n_mels, log_floor=cfg.log_floor)
+        return wav, reconstructed, reconstruction, out
+
+    def generator_loss(self, model: CodecGAN, batch, rng, step):
+        """Spectral reconstruction + commitment (+ adversarial and feature matching once the
+        discriminators have started). Updates the RVQ state (train=True)."""
+        cfg = self.loss_config
+        wav, reconstructed, reconstruction, out = self.reconstruction_terms(model, batch, rng)
 
         def adversarial_terms():
             real = self._discriminate(model, wav)
