@@ -74,6 +74,23 @@ def test_fine_stage_chunks_are_independent_and_tile_the_frames(parts):
     assert not np.array_equal(whole[:, :4], whole[:, 4:8])   # chunks are not copies
 
 
+def test_fine_stage_bucketed_rows_sample_the_same_tokens(parts):
+    """With shape buckets the chunk rows are padded up to a bucket (3 -> 4 here): one program
+    for nearby row counts, and the same sampled tokens (the draws of a row do not depend on how
+    many rows follow it)."""
+    from audiolm_jax.generate.sampling import DecodeLoop  # noqa: PLC0415
+
+    _, _, models, _ = parts
+    coarse = np.random.default_rng(1).integers(0, 32, (3, 4, 2)).astype(np.int32)
+    warm = SamplingConfig(1.0)
+    kwargs = dict(rng=jax.random.key(3), config=warm, chunk_frames=4)
+    exact = generate_fine(models[2], VOCAB, coarse, 2, **kwargs)
+    bucketed = generate_fine(models[2], VOCAB, coarse, 2, loop=DecodeLoop(shape_buckets=1),
+                             **kwargs)
+    np.testing.assert_array_equal(exact, bucketed)
+    assert len(np.unique(exact.reshape(3, -1), axis=0)) == 3   # rows sampled, not copied
+
+
 def test_continuation_keeps_the_prompt_and_accounts_frames(parts):
     codec, tokenizer, models, _ = parts
     lm = AudioLM(*models, codec, tokenizer, num_coarse=2)

@@ -32,6 +32,7 @@ from audiolm_jax.lm.layouts import (
     prompt_tokens,
 )
 from audiolm_jax.lm.transformer import Transformer
+from audiolm_jax.shape_buckets import geometric_bucket
 
 
 def _repeat_rows(rows: list, times: int) -> list:
@@ -119,7 +120,8 @@ def generate_fine(model: Transformer, vocab: AudioVocabulary, coarse: np.ndarray
     """Stage 3: fine codes (levels num_coarse..Q-1) for coarse codes int [rows, frames, Q'].
 
     The frames are cut into non-overlapping chunks of `chunk_frames` (3 s in the paper); every
-    chunk of every row is one row of the sampling batch. Returns int32 [rows, frames, Q - Q'].
+    chunk of every row is one row of the sampling batch (padded up to a bucket of rows when
+    `loop.shape_buckets` is set). Returns int32 [rows, frames, Q - Q'].
     """
     coarse = np.asarray(coarse, np.int32)
     rows, frames = coarse.shape[:2]
@@ -135,7 +137,10 @@ def generate_fine(model: Transformer, vocab: AudioVocabulary, coarse: np.ndarray
     longest = max(b - a for _, a, b in jobs)
     count = longest * num_fine
     allowed = acoustic_target_ranges(vocab, num_coarse, vocab.num_quantizers, count)
-    batch = len(jobs) if not max_batch else min(max_batch, len(jobs))
+    batch = len(jobs)
+    if loop.shape_buckets is not None:   # the row count too: few programs for many durations
+        batch = geometric_bucket(batch, loop.shape_buckets)
+    batch = min(max_batch, batch) if max_batch else batch
     out = np.zeros((rows, frames, num_fine), np.int32)
     for index, first in enumerate(range(0, len(jobs), batch)):
         part = prompts[first:first + batch]
