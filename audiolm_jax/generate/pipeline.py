@@ -298,7 +298,9 @@ class AudioLM:
     def resynthesize(self, wavs: Sequence[np.ndarray], *, num_samples: int = 1,
                      seed: int = 0) -> Generation:
         """Acoustic generation from the semantic ids of audio (float32 [samples] mono at the
-        codec's rate): new acoustics for the same content."""
+        codec's rate): new acoustics for the same content. One call makes one duration (the
+        Generation's wavs are one array): inputs of several durations are cut to the shortest,
+        as prompts are, with a note in `notes`; call once per file to keep each whole."""
         batch, notes = self._prompt_batch(wavs)
         start = time.perf_counter()
         semantic_ids = np.asarray(self.tokenizer.tokenize(batch), np.int32)
