@@ -56,6 +56,9 @@ def main(argv=None) -> int:
     p.add_argument("--acoustic-generation-prompts", type=int, default=None,
                    help="acoustic generations of the first N prompts only (default: all); each "
                         "runs its stages alone, where the continuations share one batch")
+    p.add_argument("--acoustic-generation-samples", type=int, default=1,
+                   help="acoustic generations per utterance (<id>-s<k>.wav; the paper's Table II "
+                        "takes 3)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -93,6 +96,7 @@ def main(argv=None) -> int:
                                num_samples=args.samples, seed=args.seed,
                                acoustic_generation=not args.no_acoustic_generation,
                                acoustic_generation_prompts=args.acoustic_generation_prompts,
+                               acoustic_generation_samples=args.acoustic_generation_samples,
                                progress=lambda m: print(m, flush=True))
     result = {"eval_audio": summary, "notes": notes, "load_seconds": round(load_seconds, 2),
               "seconds": round(time.perf_counter() - start, 2), "command": command_line(),

@@ -36,8 +36,9 @@ if [ $MODE = gpu ]; then
   FIT="--select-layer-on heldout_books --select-layer-items 3000"; CONT="--seconds 7 --samples 2"
   SPK=""; DET="--steps 300"; WER="--limit 40"; PAIRS_N="--pairs-lexical 25 --pairs-syntactic 5"
   # 32 prompts in one batch cost about what 8 did; the detector holds out half of them (it had
-  # 2 + 2 files in session 8). Acoustic generations run stages 2-3 one utterance at a time: 8.
-  EVAL_AUDIO="--prompts 32 --acoustic-generation-prompts 8 --prompt-seconds 3 --seconds 7"
+  # 2 + 2 files in session 8). Acoustic generations run stages 2-3 one utterance at a time: 8,
+  # 3 samples each as in the paper's Table II (the samples share the utterance's batch).
+  EVAL_AUDIO="--prompts 32 --acoustic-generation-prompts 8 --acoustic-generation-samples 3 --prompt-seconds 3 --seconds 7"
   # Session 8: 2500 items (37 utterances) gave the semantic-minus-codec difference a 95% interval
   # of about +-5 points; the held-out voices hold ~12k items; features took 130 s for 2500.
   ABX="--max-items 6000"

@@ -59,18 +59,19 @@ def test_eval_audio_names_durations_and_prompts(parts, tmp_path):  # noqa: F811
     out = tmp_path / "audio"
     summary = write_eval_audio(str(out), examples, audiolm=lm, acoustic_only=base,
                                prompt_seconds=0.64, seconds=0.2, max_seconds=1.2,
-                               progress=lambda m: None)
+                               acoustic_generation_samples=2, progress=lambda m: None)
     assert summary["prompts"] == ["voice_a-book-0001", "voice_b-book-0001"]
-    for kind, suffix, samples in (("continuation", "-s0", (32 + 10) * 320),
-                                  ("acoustic_only", "-s0", (32 + 10) * 320),
-                                  ("reconstruction", "", 1.2 * 16000),
-                                  ("acoustic_generation", "-s0", 1.2 * 16000)):
+    for kind, suffixes, samples in (("continuation", ["-s0"], (32 + 10) * 320),
+                                    ("acoustic_only", ["-s0"], (32 + 10) * 320),
+                                    ("reconstruction", [""], 1.2 * 16000),
+                                    ("acoustic_generation", ["-s0", "-s1"], 1.2 * 16000)):
         names = sorted(p.name for p in (out / kind).iterdir())
-        assert names == [f"{e.id}{suffix}.wav" for e in examples], kind
-        assert summary[kind]["files"] == 2
-        assert sf.info(out / kind / names[0]).frames == int(samples), kind
+        assert names == [f"{e.id}{x}.wav" for e in examples for x in suffixes], kind
+        assert summary[kind]["files"] == 2 * len(suffixes)
+        assert sf.info(out / kind / names[-1]).frames == int(samples), kind
         matched, unmatched = generated_files(str(out / kind), index)
-        assert not unmatched and [e.id for _, e in matched] == [e.id for e in examples]
+        assert not unmatched and [e.id for _, e in matched] == [
+            e.id for e in examples for _ in suffixes]
     # The prompt is kept: the continuation starts with the prompt's codec resynthesis.
     assert summary["continuation"]["prompt_seconds_kept"] == 0.64
     a = sf.read(out / "continuation" / "voice_a-book-0001-s0.wav")[0]
@@ -106,8 +107,9 @@ def test_batched_acoustic_generations_equal_one_at_a_time(parts):  # noqa: F811
                                            np.array([n])))[0, :n // 640]
         np.testing.assert_allclose(together[row, :n // 640], alone, atol=1e-4)
     lm = AudioLM(*models, codec, tokenizer, num_coarse=2)
-    out = acoustic_generations(lm, wavs, seed=4)
-    for i, (wav, ids) in enumerate(zip(out, padded_semantic_ids(tokenizer, wavs))):
-        one = lm.acoustic([ids], seed=4 + i).wavs[0]
-        assert wav.shape == one.shape == (lengths[i],)
-        np.testing.assert_allclose(wav, one, atol=1e-5)
+    out = acoustic_generations(lm, wavs, seed=4, num_samples=2)
+    for i, (samples, ids) in enumerate(zip(out, padded_semantic_ids(tokenizer, wavs))):
+        one = lm.acoustic([ids], num_samples=2, seed=4 + i).wavs
+        assert samples.shape == one.shape == (2, lengths[i])
+        np.testing.assert_allclose(samples, one, atol=1e-5)
+        assert not np.allclose(samples[0], samples[1])   # two samples, not one twice

@@ -9,7 +9,8 @@ the pieces of `heldout_pieces`, each prompted with its opening), under `out`:
                                        (ablation; `eval piano --acoustic-only` for piano)
     reconstruction/<id>.wav            <id> through the codec (Table II/III reconstruction row;
                                        the detector's "originals": codec artifacts are no cue)
-    acoustic_generation/<id>-s0.wav    stages 2-3 from <id>'s semantic tokens (Table II/III)
+    acoustic_generation/<id>-s<k>.wav  stages 2-3 from <id>'s semantic tokens (Table II/III;
+                                       `acoustic_generation_samples` each, 3 in the paper)
 
 File stems start with the source utterance's id, so `eval/tables.py` finds the speaker and the
 transcript; continuations of one prompt by the two systems share a name (`eval piano` pairs them
@@ -70,11 +71,13 @@ def write_eval_audio(out: str, examples: Sequence[Example], *, audiolm=None, aco
                      max_seconds: float = 10.0, num_samples: int = 1, seed: int = 0,
                      acoustic_generation: bool = True,
                      acoustic_generation_prompts: int | None = None,
+                     acoustic_generation_samples: int = 1,
                      progress: Callable[[str], None] = print) -> dict:
     """Writes the directories above for `examples` (those whose system is given: `audiolm`, an
     `AudioLM`; `acoustic_only`, one with acoustic_only=True; `codec` for reconstructions,
     default audiolm's); acoustic generations of the first `acoustic_generation_prompts` examples
-    only (None: all; each runs stages 2-3 alone, where continuations share one batch). Returns {kind: {"dir", "files", "seconds"}} plus the prompt ids."""
+    only (None: all; each runs stages 2-3 alone, where continuations share one batch),
+    `acoustic_generation_samples` of each. Returns {kind: {"dir", "files", "seconds"}} plus the prompt ids."""
     from audiolm_jax.audio import load_audio, save_audio  # noqa: PLC0415
     from audiolm_jax.codec.api import decode_batch, encode_batch  # noqa: PLC0415
 
@@ -128,10 +131,12 @@ def write_eval_audio(out: str, examples: Sequence[Example], *, audiolm=None, aco
             raise ValueError(f"acoustic_generation_prompts={acoustic_generation_prompts}: give "
                              ">= 1, or acoustic_generation=False for none")
         chosen = list(examples)[:acoustic_generation_prompts]
-        wavs = acoustic_generations(audiolm, [sources[e.id] for e in chosen], seed=seed)
-        for e, wav in zip(chosen, wavs):
-            files.append(os.path.join(out, "acoustic_generation", f"{e.id}-s0.wav"))
-            save_audio(files[-1], wav, sample_rate=rate)
+        wavs = acoustic_generations(audiolm, [sources[e.id] for e in chosen], seed=seed,
+                                    num_samples=acoustic_generation_samples)
+        for e, samples in zip(chosen, wavs):
+            for k, wav in enumerate(samples):
+                files.append(os.path.join(out, "acoustic_generation", f"{e.id}-s{k}.wav"))
+                save_audio(files[-1], wav, sample_rate=rate)
         record("acoustic_generation", files, start)
     return summary
 
@@ -162,13 +167,13 @@ def padded_semantic_ids(tokenizer, wavs: Sequence[np.ndarray]) -> list[np.ndarra
 
 
 def acoustic_generations(audiolm, wavs: Sequence[np.ndarray], *, seed: int = 0,
-                         shape_buckets: int = 4) -> list[np.ndarray]:
-    """Stages 2-3 from each wav's semantic ids (`AudioLM.acoustic` of each on its own, row i
-    seeded `seed + i`; ids from `padded_semantic_ids`, i.e. as in the token caches), with the
+                         num_samples: int = 1, shape_buckets: int = 4) -> list[np.ndarray]:
+    """Stages 2-3 from each wav's semantic ids (`AudioLM.acoustic` of each on its own with
+    `num_samples`, row i seeded `seed + i`; ids from `padded_semantic_ids`, i.e. as in the token caches), with the
     batching that changes no computation: one tokenization batch, sampling shapes bucketed
     (`shape_buckets` per octave: nearby durations share compiled programs), and the codes
     decoded in one zero-padded batch (the causal decoder's real frames do not see the padding).
-    Returns float32 audio per wav, 640 samples per semantic id."""
+    Returns per wav float32 [num_samples, samples], 640 samples per semantic id."""
     import copy  # noqa: PLC0415
     import dataclasses  # noqa: PLC0415
 
@@ -178,12 +183,14 @@ def acoustic_generations(audiolm, wavs: Sequence[np.ndarray], *, seed: int = 0,
     bucketed = copy.copy(audiolm)
     bucketed.config = dataclasses.replace(
         audiolm.config, loop=dataclasses.replace(audiolm.config.loop, shape_buckets=shape_buckets))
-    codes = [bucketed.acoustic_codes([row], seed=seed + i)[0][0] for i, row in enumerate(ids)]
-    frames = max(c.shape[0] for c in codes)
-    decoded = decode_batch(audiolm.codec, np.stack(
-        [np.pad(c, ((0, frames - c.shape[0]), (0, 0))) for c in codes]))
+    codes = [bucketed.acoustic_codes([row], num_samples=num_samples, seed=seed + i)[0]
+             for i, row in enumerate(ids)]                      # each [num_samples, frames, Q]
+    frames = max(c.shape[1] for c in codes)
+    decoded = decode_batch(audiolm.codec, np.concatenate(
+        [np.pad(c, ((0, 0), (0, frames - c.shape[1]), (0, 0))) for c in codes]))
     per_frame = audiolm.rates.samples_per_frame
-    return [wav[:c.shape[0] * per_frame] for wav, c in zip(decoded, codes)]
+    rows = np.cumsum([0] + [c.shape[0] for c in codes])
+    return [decoded[a:b, :c.shape[1] * per_frame] for a, b, c in zip(rows, rows[1:], codes)]
 
 
 __all__ = ["KIND_DIRS", "acoustic_generations", "choose_prompts", "padded_semantic_ids",
