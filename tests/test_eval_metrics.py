@@ -143,6 +143,17 @@ def test_key_finding_and_pairwise_win():
     assert result["ci95"][0] < 0.625 < result["ci95"][1]
     with pytest.raises(ValueError, match="same prompts"):
         piano_metrics.pairwise_win([good], [])
+    # 8 samples of each of 2 prompts: all won on one, all lost on the other. Over 16 pairs
+    # Wilson's interval looks informative; resampling the 2 prompts shows it is not.
+    a, b = [good] * 8 + [bad] * 8, [bad] * 8 + [good] * 8
+    grouped = piano_metrics.pairwise_win(a, b, groups=["p1"] * 8 + ["p2"] * 8)
+    assert grouped["win_rate"] == 0.5 and grouped["groups"] == 2
+    assert grouped["ci95_by_group"] == [0.0, 1.0]
+    assert 0.2 < grouped["ci95"][0] and grouped["ci95"][1] < 0.8
+    mixed_groups = piano_metrics.pairwise_win(a, b, groups=["p1", "p2"] * 8)   # each 4 of 8
+    assert mixed_groups["ci95_by_group"] == [0.5, 0.5]
+    with pytest.raises(ValueError, match="group labels"):
+        piano_metrics.pairwise_win(a, b, groups=["p1"])
 
 
 # --- detector and table plumbing ------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from audiolm_jax.eval.stats import wilson_interval
+from audiolm_jax.eval.stats import bootstrap_ratio_ci, wilson_interval
 
 SAMPLE_RATE = 16000
 METRICS = ("chroma_similarity", "key_agreement", "key_correlation", "rhythm_consistency",
@@ -140,16 +140,26 @@ def pair_outcome(a: Mapping[str, float], b: Mapping[str, float],
 
 
 def pairwise_win(a_metrics: Sequence[Mapping[str, float]], b_metrics: Sequence[Mapping[str, float]],
-                 metrics: Sequence[str] = METRICS) -> dict:
+                 metrics: Sequence[str] = METRICS, groups: Sequence[str] | None = None) -> dict:
     """A's win fraction over B on paired items (same prompts, same order), ties counted half,
-    with a Wilson 95% CI; also each metric's mean for A and B."""
+    with a Wilson 95% CI; also each metric's mean for A and B. `groups` (one label per item,
+    e.g. its prompt): several samples of one prompt are not independent, so the win rate also
+    gets a bootstrap CI that resamples whole groups (`ci95_by_group`, `groups`)."""
     if len(a_metrics) != len(b_metrics):
         raise ValueError(f"pairwise_win: {len(a_metrics)} items for A but {len(b_metrics)} for B; "
                          "pass the metrics of both systems for the same prompts, in order")
     outcomes = [pair_outcome(a, b, metrics) for a, b in zip(a_metrics, b_metrics)]
     n, wins = len(outcomes), float(sum(outcomes))
+    clustered = {}
+    if groups is not None:
+        if len(groups) != n:
+            raise ValueError(f"pairwise_win: {len(groups)} group labels for {n} items")
+        labels = sorted(set(groups))
+        per_group = [[o for o, g in zip(outcomes, groups) if g == label] for label in labels]
+        clustered = {"groups": len(labels), "ci95_by_group": list(bootstrap_ratio_ci(
+            [sum(x) for x in per_group], [len(x) for x in per_group]))}
     return {"win_rate": wins / n if n else float("nan"), "ci95": list(wilson_interval(wins, n)),
-            "n": n, "wins": wins,
+            "n": n, "wins": wins, **clustered,
             "means_a": {m: float(np.mean([x[m] for x in a_metrics])) if n else float("nan")
                         for m in metrics},
             "means_b": {m: float(np.mean([x[m] for x in b_metrics])) if n else float("nan")

@@ -213,22 +213,25 @@ def piano_table(index: CorpusIndex, audiolm_dir: str, acoustic_only_dir: str,
     """AudioLM vs acoustic-only continuations of the same prompts: per-metric agreement with the
     prompt (the original's first `prompt_seconds`) and AudioLM's pairwise win rate. Files pair up
     by name (same stem in both directories); each generated file's first `prompt_seconds` are
-    skipped."""
+    skipped. `ci95` is Wilson's over pairs; `ci95_by_prompt` a bootstrap over prompts."""
     from audiolm_jax.eval.piano_metrics import continuation_metrics, pairwise_win  # noqa: PLC0415
 
     a_files, _ = generated_files(audiolm_dir, index)
     b_files = {os.path.basename(p): p for p, _ in generated_files(acoustic_only_dir, index)[0]}
-    a_metrics, b_metrics = [], []
+    a_metrics, b_metrics, prompts = [], [], []
     for path, source in a_files:
         other = b_files.get(os.path.basename(path))
         if other is None:
             continue
+        prompts.append(source.id)
         prompt = load_after(source.path)[:int(prompt_seconds * 16000)]
         a_metrics.append(continuation_metrics(prompt, load_after(path, prompt_seconds)))
         b_metrics.append(continuation_metrics(prompt, load_after(other, prompt_seconds)))
     if not a_metrics:
         raise ValueError(f"no file of {audiolm_dir} has a same-named file in {acoustic_only_dir} "
                          "matching a corpus piece; generate both systems from the same prompts")
-    result = pairwise_win(a_metrics, b_metrics)
+    # The samples of one prompt share it: the by-prompt interval resamples prompts, not pairs.
+    result = pairwise_win(a_metrics, b_metrics, groups=prompts)
     return {"audiolm_win_rate": result["win_rate"], "ci95": result["ci95"], "n": result["n"],
+            "prompts": result["groups"], "ci95_by_prompt": result["ci95_by_group"],
             "means_audiolm": result["means_a"], "means_acoustic_only": result["means_b"]}
