@@ -134,3 +134,32 @@ def test_gin_voice_list_matches_the_speech_world():
     labels = configurable_bindings([(text, "speaker_small_world.gin")], "ClassifierConfig")["labels"][0]
     assert sorted(labels) == sorted(v.name for v in VOICES)
     assert not math.isnan(len(labels))
+
+
+def test_crops_resynthesized_by_a_codec_keep_labels_and_lengths(tmp_path):
+    """`speaker_crop_batches(resynthesize_codec=...)`: the same crops and labels as without, the
+    audio passed through the codec (all levels), zero past each crop's length."""
+    from corpus_trees import write_speech_tree
+    from model_exports import export_model, tiny_codec
+
+    from audiolm_jax.codec.api import decode_batch, encode_batch, resynthesize_batch
+
+    spec = {"train": {("s1", "b1"): [1.3, 0.6], ("s2", "b1"): [1.1]},
+            "heldout_books": {("s1", "b2"): [1.0]}, "heldout_voices": {("s3", "b3"): [1.0, 1.0]}}
+    write_speech_tree(tmp_path / "corpus", spec)
+    codec, gin_file = tiny_codec()
+    codec_dir = export_model(codec, tmp_path / "codec", open(gin_file).read())
+    labels = ["s1", "s2", "s3"]
+    kwargs = dict(root=str(tmp_path / "corpus"), labels=labels, crop_seconds=1.2, batch_size=3,
+                  seed=0)
+    plain = next(speaker_data.speaker_crop_batches(**kwargs))
+    through = next(speaker_data.speaker_crop_batches(**kwargs, resynthesize_codec=codec_dir))
+    np.testing.assert_array_equal(plain["label"], through["label"])
+    np.testing.assert_array_equal(plain["audio_length"], through["audio_length"])
+    assert plain["audio_length"].min() < plain["audio"].shape[1]     # a short crop is padded
+    expected = decode_batch(codec, encode_batch(codec, plain["audio"]))[:, :19200]
+    for row, n in enumerate(plain["audio_length"]):
+        np.testing.assert_allclose(through["audio"][row, :n], expected[row, :n], atol=1e-5)
+        assert not through["audio"][row, n:].any()
+    assert not np.allclose(through["audio"], plain["audio"], atol=1e-3)
+    np.testing.assert_array_equal(resynthesize_batch(codec, plain["audio"]), expected)

@@ -6,11 +6,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 from flax import nnx
+from model_exports import export_model, tiny_codec
 
 from audiolm_jax import cli
-from audiolm_jax.codec.frozen import soundstream_config_from_gin
-from audiolm_jax.codec.soundstream import SoundStream
-from audiolm_jax.config import resolve_gin_file
 from audiolm_jax.generate.pipeline import AudioLM, GenerationConfig
 from audiolm_jax.generate.sampling import SamplingConfig
 from audiolm_jax.generate.stages import generate_fine
@@ -19,7 +17,6 @@ from audiolm_jax.lm.layouts import AudioVocabulary
 from audiolm_jax.lm.transformer import Transformer
 from audiolm_jax.semantic.tokenizer import SemanticTokenizer
 from audiolm_jax.semantic.w2v_bert import W2vBert, W2vBertConfig
-from audiolm_jax.training.export import write_export
 
 VOCAB = AudioVocabulary(64, 4, 32)          # the tiny world: 3 + 64 + 4 * 32 = 195
 LM_GIN = """VOCAB = 195
@@ -38,10 +35,7 @@ def _lm(seed):
 
 @pytest.fixture(scope="module")
 def parts():
-    codec_gin = resolve_gin_file("models/codec_tiny")
-    codec = SoundStream(soundstream_config_from_gin([(open(codec_gin).read(), codec_gin)]),
-                        rngs=nnx.Rngs(0))
-    codec.eval()
+    codec, codec_gin = tiny_codec()
     w2v = W2vBert(W2vBertConfig(model_dim=32, num_heads=4, ff_dim=64, num_contrastive_layers=1,
                                 num_mlm_layers=2, subsample_channels=8, codebook_groups=1,
                                 codebook_entries=16, codevector_dim=16, contrastive_dim=16),
@@ -128,19 +122,11 @@ def test_two_stage_and_acoustic_modes(parts):
         AudioLM(bad, models[1], models[2], codec, tokenizer, num_coarse=2)
 
 
-def _export(model, path, gin_text):
-    arrays = {"/".join(map(str, p)): np.asarray(v.get_value())
-              for p, v in nnx.to_flat_state(nnx.state(model))
-              if not jax.dtypes.issubdtype(v.get_value().dtype, jax.dtypes.prng_key)}
-    write_export(arrays, path, config_text=gin_text)
-    return str(path)
-
-
 def test_cli_continue_writes_wavs_png_and_tokens(parts, tmp_path, capsys):
     codec, tokenizer, models, codec_gin = parts
-    runs = [_export(m, tmp_path / name, LM_GIN + extra) for m, name, extra in
+    runs = [export_model(m, tmp_path / name, LM_GIN + extra) for m, name, extra in
             zip(models, ("semantic", "coarse", "fine"), ("", "stage_batches.num_coarse = 2\n", ""))]
-    codec_dir = _export(codec, tmp_path / "codec", open(codec_gin).read())
+    codec_dir = export_model(codec, tmp_path / "codec", open(codec_gin).read())
     tokenizer.save(tmp_path / "tokenizer")
     models_args = ["--semantic", runs[0], "--coarse", runs[1], "--fine", runs[2],
                    "--codec", codec_dir, "--tokenizer", str(tmp_path / "tokenizer")]
@@ -209,10 +195,10 @@ def test_acoustic_only_continuation_keeps_the_prompt_and_accounts_frames(parts, 
 
 def test_cli_continue_acoustic_only(parts, tmp_path, capsys):
     codec, tokenizer, models, codec_gin = parts
-    acoustic = _export(models[1], tmp_path / "acoustic", LM_GIN + "stage_batches.stage = "
+    acoustic = export_model(models[1], tmp_path / "acoustic", LM_GIN + "stage_batches.stage = "
                        "'acoustic'\nstage_batches.num_coarse = 2\n")
-    fine = _export(models[2], tmp_path / "fine", LM_GIN + "stage_batches.stage = 'fine'\n")
-    codec_dir = _export(codec, tmp_path / "codec", open(codec_gin).read())
+    fine = export_model(models[2], tmp_path / "fine", LM_GIN + "stage_batches.stage = 'fine'\n")
+    codec_dir = export_model(codec, tmp_path / "codec", open(codec_gin).read())
     tokenizer.save(tmp_path / "tokenizer")
     common = ["--fine", fine, "--codec", codec_dir, "--tokenizer", str(tmp_path / "tokenizer")]
     prompt = tmp_path / "prompt.wav"

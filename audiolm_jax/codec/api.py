@@ -123,3 +123,17 @@ def decode(model: SoundStream, codes) -> np.ndarray:
     """int `[frames, q]` (q <= Q) -> float32 `[frames * hop]` at the model's rate."""
     codes = check_codes(model, codes, batched=False)
     return decode_batch(model, codes[None])[0]
+
+
+def resynthesize_batch(model: SoundStream, wavs, lengths=None, *,
+                       num_quantizers: int | None = None) -> np.ndarray:
+    """float `[batch, samples]` at the model's rate through the codec (encode, then decode with
+    `num_quantizers` or all levels) -> float32 `[batch, samples]`, zero past each row's
+    `lengths` (all samples when None): a zero-padded batch of clips comes back as one."""
+    wavs = _checked_wav(wavs, 2, "wavs")
+    out = decode_batch(model, encode_batch(model, wavs, num_quantizers=num_quantizers,
+                                           sample_rate=model.sample_rate))[:, :wavs.shape[1]]
+    if lengths is not None:
+        out = np.where(np.arange(wavs.shape[1])[None] < np.asarray(lengths)[:, None], out, 0.0)
+    return out.astype(np.float32)
+

@@ -79,7 +79,7 @@ def write_eval_audio(out: str, examples: Sequence[Example], *, audiolm=None, aco
     only (None: all; each runs stages 2-3 alone, where continuations share one batch),
     `acoustic_generation_samples` of each. Returns {kind: {"dir", "files", "seconds"}} plus the prompt ids."""
     from audiolm_jax.audio import load_audio, save_audio  # noqa: PLC0415
-    from audiolm_jax.codec.api import decode_batch, encode_batch  # noqa: PLC0415
+    from audiolm_jax.codec.api import resynthesize_batch  # noqa: PLC0415
 
     codec = codec if codec is not None else getattr(audiolm or acoustic_only, "codec", None)
     if codec is None:
@@ -118,7 +118,7 @@ def write_eval_audio(out: str, examples: Sequence[Example], *, audiolm=None, aco
     files = []
     longest = max(wav.size for wav in sources.values())    # one batch, zero-padded, then cut
     batch = np.stack([np.pad(sources[e.id], (0, longest - sources[e.id].size)) for e in examples])
-    decoded = decode_batch(codec, encode_batch(codec, batch, sample_rate=rate))
+    decoded = resynthesize_batch(codec, batch)
     for e, wav in zip(examples, decoded):
         files.append(os.path.join(out, "reconstruction", f"{e.id}.wav"))
         save_audio(files[-1], wav[:sources[e.id].size], sample_rate=rate)
