@@ -136,4 +136,3 @@ def resynthesize_batch(model: SoundStream, wavs, lengths=None, *,
     if lengths is not None:
         out = np.where(np.arange(wavs.shape[1])[None] < np.asarray(lengths)[:, None], out, 0.0)
     return out.astype(np.float32)
-

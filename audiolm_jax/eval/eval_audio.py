@@ -77,7 +77,8 @@ def write_eval_audio(out: str, examples: Sequence[Example], *, audiolm=None, aco
     `AudioLM`; `acoustic_only`, one with acoustic_only=True; `codec` for reconstructions,
     default audiolm's); acoustic generations of the first `acoustic_generation_prompts` examples
     only (None: all; each runs stages 2-3 alone, where continuations share one batch),
-    `acoustic_generation_samples` of each. Returns {kind: {"dir", "files", "seconds"}} plus the prompt ids."""
+    `acoustic_generation_samples` of each. Returns {kind: {"dir", "files", "seconds"}} plus the
+    prompt ids."""
     from audiolm_jax.audio import load_audio, save_audio  # noqa: PLC0415
     from audiolm_jax.codec.api import resynthesize_batch  # noqa: PLC0415
 
@@ -169,8 +170,8 @@ def padded_semantic_ids(tokenizer, wavs: Sequence[np.ndarray]) -> list[np.ndarra
 def acoustic_generations(audiolm, wavs: Sequence[np.ndarray], *, seed: int = 0,
                          num_samples: int = 1, shape_buckets: int = 4) -> list[np.ndarray]:
     """Stages 2-3 from each wav's semantic ids (`AudioLM.acoustic` of each on its own with
-    `num_samples`, row i seeded `seed + i`; ids from `padded_semantic_ids`, i.e. as in the token caches), with the
-    batching that changes no computation: one tokenization batch, sampling shapes bucketed
+    `num_samples`, row i seeded `seed + i`; ids from `padded_semantic_ids`, i.e. as in the token
+    caches), with the batching that changes no computation: one tokenization batch, sampling shapes bucketed
     (`shape_buckets` per octave: nearby durations share compiled programs), and the codes
     decoded in one zero-padded batch (the causal decoder's real frames do not see the padding).
     Returns per wav float32 [num_samples, samples], 640 samples per semantic id."""
