@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 from flax import nnx
-from test_generate_pipeline import _export, _speechy
+from model_exports import export_model
+from test_generate_pipeline import _speechy
 
 from audiolm_jax import cli
 from audiolm_jax.config import resolve_gin_file
@@ -32,7 +33,7 @@ def stage(tmp_path_factory):
     gin_text = open(gin_path).read()
     model = Transformer(dataclass_from_gin(TransformerConfig, [(gin_text, gin_path)]),
                         rngs=nnx.Rngs(3))
-    export = _export(model, root / "semantic", gin_text)
+    export = export_model(model, root / "semantic", gin_text)
     w2v = W2vBert(W2vBertConfig(model_dim=32, num_heads=4, ff_dim=64, num_contrastive_layers=1,
                                 num_mlm_layers=2, subsample_channels=8, codebook_groups=1,
                                 codebook_entries=16, codevector_dim=16, contrastive_dim=16),
