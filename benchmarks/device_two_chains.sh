@@ -9,23 +9,22 @@
 # e.g. the first call, carrying .whl and .carry (snapshot, corpora and pairs as Opus):
 #   bash .carry/snap/benchmarks/device_two_chains.sh .carry/snap .carry/world_opus/speech \
 #     .carry/pairs_opus .carry/world_opus/piano .whl $OUT 530
-# and every later call, carrying nothing, until both are done (waits for both runs, at most
-# LIMIT_SECONDS, then packs each as collect_run.sh does into OUT_DIR/speech and OUT_DIR/piano):
+# and every later call, carrying nothing, until both are done (collect_run.sh on the speech run,
+# then on the piano run with what is left of LIMIT_SECONDS; into OUT_DIR/speech, OUT_DIR/piano):
 #   bash /tmp/chain/snap/benchmarks/device_two_chains.sh --collect $OUT 560
-# PIANO_BOXES (default "CODEC_T=360
-# W2V_T=300 STAGE_T=150") shortens the piano chain's time boxes: it shares the GPU with the
-# speech chain's token caches and stages (its codec made 236 steps in 360 s in session 11).
+# PIANO_BOXES (default "CODEC_T=360 W2V_T=300 STAGE_T=150") shortens the piano chain's time
+# boxes: it shares the GPU with the speech chain's token caches and stages (its codec made 236
+# steps in 360 s in session 11).
 # Memory is allocated on demand (XLA_PYTHON_CLIENT_PREALLOCATE=false) in both chains; each
 # step's own cap (XLA_PYTHON_CLIENT_MEM_FRACTION in the pipelines) still holds.
 set -eu
 W=${WORK:-/tmp/p}
 if [ "$1" = --collect ]; then
-  OUT_DIR=$2; end=$(( $(date +%s) + $3 ))
-  running() { [ ! -f "$1/DONE" ] && { [ ! -f "$1/pipeline.pid" ] || kill -0 "$(cat "$1/pipeline.pid")" 2> /dev/null; }; }
-  while [ "$(date +%s)" -lt $end ] && { running "$W" || running /tmp/pp; }; do sleep 2; done
+  OUT_DIR=$2; end=$(( $(date +%s) + $3 )); COLLECT="$(dirname "$0")/collect_run.sh"
+  rc=0; bash "$COLLECT" "$W" "$OUT_DIR/speech" "$3" || rc=$?
+  left=$(( end - $(date +%s) )); [ $left -gt 0 ] || left=0
+  if [ -d /tmp/pp ]; then bash "$COLLECT" /tmp/pp "$OUT_DIR/piano" $left || rc=$?; fi
   cp /tmp/pstage/start_piano.log "$OUT_DIR/" 2> /dev/null || true
-  rc=0; bash /tmp/chain/snap/benchmarks/collect_run.sh "$W" "$OUT_DIR/speech" 0 || rc=$?
-  if [ -d /tmp/pp ]; then bash /tmp/pchain/snap/benchmarks/collect_run.sh /tmp/pp "$OUT_DIR/piano" 0 || rc=$?; fi
   exit $rc
 fi
 SNAP=$1; SPEECH=$2; PAIRS=$3; PIANO=$4; WHEELS=$5; OUT_DIR=$6; LIMIT=$7

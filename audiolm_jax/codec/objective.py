@@ -152,8 +152,8 @@ class CodecObjective(Objective):
     def reconstruction_terms(self, model: CodecGAN, batch, rng):
         """The generator's forward (train=True: updates the RVQ state) and its multi-scale
         spectral loss: (frame-aligned input, masked reconstruction, spectral loss, generator
-        output with the commitment loss). The whole generator loss before the discriminators
-        start, with `out.commitment_loss` added."""
+        output, which carries the commitment loss). Before the discriminators start, the
+        generator loss is reconstruction_weight x spectral loss + commitment loss."""
         cfg = self.loss_config
         wav, mask = frame_aligned_audio(batch, model.generator.hop_length)
         out = model.generator(wav, train=True, rng=rng)
