@@ -48,7 +48,7 @@ else
   STAGE="--gin.train.num_train_steps=2 --gin.BATCH_SIZE=2 --gin.train.eval_every=0 --gin.train.eval_data=None"
   SPK="--gin.train.num_train_steps=2 --gin.OptimizerConfig.warmup_steps=1 --gin.speaker_crop_batches.batch_size=2 --gin.train.eval_every=0 --gin.train.eval_data=None"
   DET="--steps 2"; WER="--limit 3"; PAIRS_N="--pairs-lexical 3 --pairs-syntactic 1 --limit 4"
-  EVAL_AUDIO="--prompts 4 --acoustic-generation-prompts 2 --prompt-seconds 3 --seconds 1 --max-seconds 4.5 --dtype float32"
+  EVAL_AUDIO="--prompts 4 --acoustic-generation-prompts 2 --acoustic-generation-samples 2 --prompt-seconds 3 --seconds 1 --max-seconds 4.5 --dtype float32"
   ABX=""
 fi
 PAIRS=${PAIRS:-$W/pairs}

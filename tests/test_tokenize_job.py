@@ -29,9 +29,9 @@ from audiolm_jax.semantic.w2v_bert import W2vBert, W2vBertConfig
 from audiolm_jax.tokens import batching, cache, job
 from audiolm_jax.tokens.cache import TokenCache, TokenCacheError
 from audiolm_jax.tokens.models import FrozenTokenizers
-from audiolm_jax.training.export import write_export
 from corpus_trees import tone, write_speech_tree
 from fixtures_audio import truncate_file
+from model_exports import export_model
 
 CODEC_GIN = "include 'models/codec_tiny.gin'\n"   # Q = 4 levels of N = 32 codes
 K = 8
@@ -80,10 +80,8 @@ def test_one_bucket_per_octave_pads_to_powers_of_two_with_fewer_programs():
 def world(tmp_path_factory):
     """{corpus, codec, semantic}: a corpus tree, a codec export, a tokenizer directory."""
     root = tmp_path_factory.mktemp("world")
-    codec = SoundStream(soundstream_config_from_gin([(CODEC_GIN, "test")]), rngs=nnx.Rngs(0))
-    arrays = {"/".join(map(str, p)): np.asarray(v.get_value())
-              for p, v in nnx.to_flat_state(nnx.state(codec)) if "rngs" not in "/".join(map(str, p))}
-    write_export(arrays, root / "codec", config_text=CODEC_GIN)
+    export_model(SoundStream(soundstream_config_from_gin([(CODEC_GIN, "test")]), rngs=nnx.Rngs(0)),
+                 root / "codec", CODEC_GIN)
     rng = np.random.default_rng(0)
     SemanticTokenizer(W2vBert(W2V_BERT, rngs=nnx.Rngs(1)), 2, rng.normal(size=32),
                       rng.uniform(0.5, 2, 32), rng.normal(size=(K, 32))).save(root / "semantic")
