@@ -17,7 +17,11 @@ random models make the rate measured on a prompt meaningless). Batch B = B promp
 
 Keys: batch1_seconds_for_10s (wall seconds for 10 s of audio at batch 1; target <= 1.5),
 batch64_audio_seconds_per_second (generated seconds per wall second at batch 64; target >= 200),
-ms per decoding step of each stage (stage wall time / sequential decoding steps), per batch.
+ms per decoding step of each stage (stage wall time / sequential decoding steps, counted from
+the decoding loops the call ran), per batch; `roofline` per stage: the bytes its loops must read
+(weights each step, the KV-cache slots each step attends to), the time that takes at the device's
+HBM bandwidth and the fraction of it the measured stage time reached
+(audiolm_jax/generate/roofline.py).
 """
 from __future__ import annotations
 
@@ -41,8 +45,8 @@ from audiolm_jax.codec.soundstream import SoundStream  # noqa: E402
 from audiolm_jax.config import resolve_gin_file  # noqa: E402
 from audiolm_jax.eval.run_info import command_line, machine_info, utc_now, write_json  # noqa: E402
 from audiolm_jax.generate.pipeline import AudioLM, GenerationConfig  # noqa: E402
-from audiolm_jax.generate.sampling import DecodeLoop  # noqa: E402
-from audiolm_jax.generate.timing import sliding_windows  # noqa: E402
+from audiolm_jax.generate.roofline import DecodeCall, hbm_bandwidth, stage_roofline  # noqa: E402
+from audiolm_jax.generate.sampling import DecodeLoop, record_calls  # noqa: E402
 from audiolm_jax.gin_reader import dataclass_from_gin  # noqa: E402
 from audiolm_jax.lm.config import TransformerConfig  # noqa: E402
 from audiolm_jax.lm.layouts import AudioVocabulary  # noqa: E402
@@ -92,20 +96,14 @@ def build(tiny: bool, dtype: str, seed: int) -> tuple[AudioLM, dict]:
     return AudioLM(*models, codec, tokenizer, num_coarse=num_coarse), about
 
 
-def decoding_steps(lm: AudioLM, prompt_frames: int, seconds: float, semantic_tokens: int,
-                   batch: int) -> dict[str, int]:
-    """Sequential decoding steps (while_loop iterations) of each stage for one call."""
-    config, rates = lm.config, lm.rates
-    window = rates.semantic_tokens(config.semantic_window_s, rates.semantic_hz)
-    semantic = sum(w.stop - w.known for w in sliding_windows(0, semantic_tokens, window))
-    coarse = sum(w.stop - w.known for w in sliding_windows(
-        prompt_frames, prompt_frames + rates.acoustic_frames(seconds),
-        rates.acoustic_frames(config.coarse_window_s))) * lm.num_coarse
-    chunk = rates.acoustic_frames(config.fine_chunk_s)
-    chunks = -(-rates.acoustic_frames(seconds) // chunk) * batch
-    calls = -(-chunks // min(chunks, config.fine_max_batch or chunks))
-    fine = min(chunk, rates.acoustic_frames(seconds)) * (lm.vocab.num_quantizers - lm.num_coarse)
-    return {"semantic": semantic, "coarse": coarse, "fine": fine * calls}
+def stage_calls(lm: AudioLM, calls: list[DecodeCall]) -> dict[str, list[DecodeCall]]:
+    """The decoding loops one call ran, by stage (told apart by the model that ran them)."""
+    names = {id(lm.semantic_model): "semantic", id(lm.coarse_model): "coarse",
+             id(lm.fine_model): "fine"}
+    by_stage: dict[str, list[DecodeCall]] = {}
+    for call in calls:
+        by_stage.setdefault(names[call.model_id], []).append(call)
+    return by_stage
 
 
 def _prompt(seconds: float, seed: int) -> np.ndarray:
@@ -137,8 +135,10 @@ def run_batch(lm: AudioLM, batch: int, prompt_seconds: float, seconds: float,
               repeats: int, profile: bool = False) -> dict:
     prompts = [_prompt(prompt_seconds, i) for i in range(batch)]
     start = time.perf_counter()
-    lm.continuation(prompts, seconds, seed=0)                       # compiles everything
+    with record_calls() as calls:
+        lm.continuation(prompts, seconds, seed=0)                   # compiles everything
     compile_s = time.perf_counter() - start
+    by_stage = stage_calls(lm, calls)
     walls, stages = [], []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -147,9 +147,8 @@ def run_batch(lm: AudioLM, batch: int, prompt_seconds: float, seconds: float,
         stages.append(out.seconds)
     wall = statistics.median(walls)
     stage_s = {k: statistics.median(s[k] for s in stages) for k in stages[0]}
-    steps = decoding_steps(lm, out.prompt_frames, seconds,
-                           lm.rates.semantic_tokens(seconds, lm.config.semantic_tokens_per_second),
-                           batch)
+    steps = {stage: sum(c.num_tokens for c in stage_list) for stage, stage_list in by_stage.items()}
+    bandwidth = hbm_bandwidth()
     row = {"batch": batch, "wall_seconds": wall, "wall_seconds_all": walls,
             "first_call_seconds_with_compile": compile_s,
             "audio_seconds_per_second": batch * seconds / wall,
@@ -157,6 +156,8 @@ def run_batch(lm: AudioLM, batch: int, prompt_seconds: float, seconds: float,
             "decoding_steps": steps,
             "ms_per_decoding_step": {k: 1000.0 * stage_s[k] / steps[k] for k in steps
                                      if k in stage_s and steps[k]},
+            "roofline": {stage: stage_roofline(stage_list, stage_s.get(stage), bandwidth)
+                         for stage, stage_list in by_stage.items()},
             "output_shape": list(out.wavs.shape)}
     if profile:
         row["kernels"] = profile_call(lm, prompts, seconds, steps)
@@ -212,6 +213,7 @@ def main(argv=None) -> int:
     if "64" in runs:
         result["batch64_audio_seconds_per_second"] = runs["64"]["audio_seconds_per_second"]
         result["batch64_ms_per_decoding_step"] = runs["64"]["ms_per_decoding_step"]
+    result["hbm_bytes_per_second"] = hbm_bandwidth()
     write_json(args.out, result)
     print(f"wrote {args.out}")
     return 0

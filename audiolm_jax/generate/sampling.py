@@ -33,6 +33,7 @@ categorical draw with the key `fold_in(rng, step)`; the same seed gives the same
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from typing import Sequence
@@ -199,6 +200,21 @@ def _sample(graphdef, state, prompts, lengths, allowed, rng, *, num_tokens, num_
     return carry[3]
 
 
+_RECORDERS: list[list] = []
+
+
+@contextlib.contextmanager
+def record_calls():
+    """Collects a `roofline.DecodeCall` (the compiled loop's shapes) for every `sample` call made
+    inside; benchmarks/generate.py turns them into each stage's memory floor."""
+    calls: list = []
+    _RECORDERS.append(calls)
+    try:
+        yield calls
+    finally:
+        _RECORDERS.remove(calls)
+
+
 def sample(model: Transformer, prompts: Sequence[np.ndarray], num_tokens: int, *,
            rng: jax.Array, config: SamplingConfig = SamplingConfig(),
            allowed: np.ndarray | None = None, num_samples: int = 1,
@@ -243,6 +259,13 @@ def sample(model: Transformer, prompts: Sequence[np.ndarray], num_tokens: int, *
         # The extra steps' tokens are dropped: any valid range serves them.
         allowed = np.concatenate([allowed, np.repeat(allowed[-1:], steps - num_tokens, axis=0)])
     padded, lengths = left_pad(prompts, width=width)
+    if _RECORDERS:
+        # roofline imports this module: imported here, only while recording.
+        from audiolm_jax.generate.roofline import DecodeCall  # noqa: PLC0415
+        call = DecodeCall(model.config, len(prompts) * int(num_samples), width, steps,
+                          int(cache_phases), id(model))
+        for calls in _RECORDERS:
+            calls.append(call)
     graphdef, state = nnx.split(model)
     out = _sample(graphdef, state, jnp.asarray(padded), jnp.asarray(lengths),
                   jnp.asarray(allowed), rng, num_tokens=steps,

@@ -1,0 +1,104 @@
+"""The memory floor of a decoding loop: bytes every step must read, over the HBM bandwidth.
+
+Each step of `sampling._sample`'s loop runs one token per row through the stage Transformer.
+It must read every weight that takes part in a matrix multiply once (shared by all rows; the
+embedding lookup reads one row of its table) and, for every row, the keys and values of the
+cache slots its phase attends to (`cache_phases`: phase p reads slots [0, width + stop_p)).
+Neither can be skipped, so bytes / bandwidth is a lower bound on the step time; measured time
+over it says how far a stage is from its memory roof. The arithmetic (2 FLOPs per weight per
+row plus the attention products) is reported beside it: at batch 64 a step does ~64 FLOPs per
+weight byte read, far below an H200's ~200 FLOPs per byte, so the bytes are the roof.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+
+from audiolm_jax.generate.sampling import cache_phase_bounds
+from audiolm_jax.lm.config import TransformerConfig
+from audiolm_jax.lm.flops import matmul_params
+
+# HBM bandwidth per device in bytes/s (vendor datasheets); matched in order against
+# device_kind (lower case), so the PCIe H100 comes before the SXM one.
+HBM_BYTES_PER_SECOND = (
+    ("h200", 4.8e12),
+    ("h100 pcie", 2.0e12),
+    ("h100", 3.35e12),
+    ("a100", 2.0e12),
+    ("l4", 0.3e12),
+    ("v6", 1.64e12),
+    ("v5p", 2.765e12),
+    ("v5 lite", 0.819e12),
+    ("v5e", 0.819e12),
+    ("v4", 1.2e12),
+)
+
+
+def hbm_bandwidth(device: jax.Device | None = None) -> float | None:
+    """HBM bytes/s of `device` (default the first); None when unknown (CPUs)."""
+    kind = (device or jax.devices()[0]).device_kind.lower()
+    for name, bandwidth in HBM_BYTES_PER_SECOND:
+        if name in kind:
+            return bandwidth
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeCall:
+    """The shapes of one compiled decoding loop: `rows` sequences (prompts x samples), prompts
+    left-padded to `width`, `num_tokens` steps in `cache_phases` phases, a model of `config`
+    (`model_id`: `id()` of the model, to tell stages of one config apart)."""
+    config: TransformerConfig
+    rows: int
+    width: int
+    num_tokens: int
+    cache_phases: int = 1
+    model_id: int = dataclasses.field(default=0, compare=False)
+
+    def phase_slots(self) -> list[tuple[int, int]]:
+        """(steps, cache slots each of those steps reads) for every phase."""
+        return [(stop - start, self.width + stop)
+                for start, stop in cache_phase_bounds(self.num_tokens, self.cache_phases)]
+
+    @property
+    def weight_bytes_per_step(self) -> int:
+        return matmul_params(self.config) * self.config.compute_dtype.itemsize
+
+    def kv_bytes(self, slots: int) -> int:
+        """Keys and values of `slots` cache slots of every row in every layer."""
+        c = self.config
+        return (2 * c.num_layers * self.rows * slots * c.num_heads * c.head_dim
+                * c.compute_dtype.itemsize)
+
+    def bytes_read(self) -> int:
+        """Bytes the whole loop must read (weights every step + the cache each phase reads)."""
+        return sum(steps * (self.weight_bytes_per_step + self.kv_bytes(slots))
+                   for steps, slots in self.phase_slots())
+
+    def flops(self) -> float:
+        """Multiply-adds x 2 of the whole loop: the matmuls and the attention over read slots."""
+        c = self.config
+        per_slot = 4 * c.num_layers * c.num_heads * c.head_dim       # q.k and p.v, 2 FLOPs each
+        return float(sum(steps * self.rows * (2 * matmul_params(c) + per_slot * slots)
+                         for steps, slots in self.phase_slots()))
+
+
+def stage_roofline(calls: list[DecodeCall], seconds: float | None,
+                   bandwidth: float | None) -> dict:
+    """Totals of a stage's decoding loops; with its measured `seconds` and the device's
+    `bandwidth`, the memory-bound time and the fraction of it that the measurement reached."""
+    steps = sum(c.num_tokens for c in calls)
+    read = sum(c.bytes_read() for c in calls)
+    out = {"calls": len(calls), "steps": steps, "rows": sorted({c.rows for c in calls}),
+           "gbytes_read": read / 1e9, "gbytes_per_step": read / 1e9 / max(steps, 1),
+           "weight_gbytes_per_step": (calls[0].weight_bytes_per_step / 1e9) if calls else 0.0,
+           "tflops": sum(c.flops() for c in calls) / 1e12}
+    if bandwidth:
+        bound = read / bandwidth
+        out["hbm_bound_seconds"] = bound
+        out["hbm_bound_ms_per_step"] = 1000.0 * bound / max(steps, 1)
+        if seconds:
+            out["fraction_of_hbm_bound"] = float(np.clip(bound / seconds, 0.0, None))
+    return out
