@@ -27,3 +27,22 @@ def test_tiny_run_writes_the_judged_keys(tmp_path):
     assert all(v["gbytes_read"] > 0 and v["tflops"] > 0 for v in roofline.values())
     assert result["hbm_bytes_per_second"] is None          # a CPU: no bound is claimed
     assert "kernels_per_step" in run["kernels"] and run["kernels"]["wall_seconds_traced"] > 0
+
+
+def test_decode_roofline_lists_the_loops_generate_runs(tmp_path):
+    import decode_roofline
+
+    measured = tmp_path / "generate.json"
+    measured.write_text(json.dumps({"runs": {"1": {"stage_seconds": {
+        "semantic": 0.5, "coarse": 1.0, "fine": 1.0}}}}))
+    out = tmp_path / "roofline.json"
+    assert decode_roofline.main(["--tiny", "--batch", "1", "--seconds", "1", "--cache-phases", "2",
+                                 "--measured", str(measured), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    # The same loops as the timed tiny run above: 25 semantic, 2 x 50 coarse, 50 x 2 fine steps.
+    assert {k: v["steps"] for k, v in result["stages"].items()} == {
+        "semantic": 25, "coarse": 100, "fine": 100}
+    assert all(loop["cache_phases"] == 2 for loops in result["loops"].values() for loop in loops)
+    semantic = result["stages"]["semantic"]
+    assert semantic["fraction_of_hbm_bound"] == semantic["hbm_bound_seconds"] / 0.5
+    assert result["hbm_bytes_per_second"] == 4.8e12 and result["device_kind"] == "NVIDIA H200"
