@@ -46,3 +46,25 @@ def test_decode_roofline_lists_the_loops_generate_runs(tmp_path):
     semantic = result["stages"]["semantic"]
     assert semantic["fraction_of_hbm_bound"] == semantic["hbm_bound_seconds"] / 0.5
     assert result["hbm_bytes_per_second"] == 4.8e12 and result["device_kind"] == "NVIDIA H200"
+
+
+def test_xla_variants_probe_flags_and_name_unknown_variants(tmp_path):
+    import subprocess
+
+    script = os.path.join(ROOT, "benchmarks", "generate_xla_variants.sh")
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+           "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    # --help: generate.py exits 0 at once; what is checked is the probe and the bookkeeping.
+    result = subprocess.run(["bash", script, str(tmp_path), "--help", "default", "no_cmdbuf",
+                             "bogus"], capture_output=True, text=True, env=env, timeout=120)
+    log = (tmp_path / "variants.log").read_text().splitlines()
+    assert result.returncode == 0 and len(log) == 3, (result.stdout, result.stderr)
+    assert log[0].startswith("default: rc=0") and log[1].startswith("no_cmdbuf: rc=0")
+    assert "--xla_gpu_enable_command_buffer=" in log[1]
+    assert log[2].startswith("bogus: unknown variant")
+    assert "usage" in (tmp_path / "generate_default.log").read_text()
+    env["XLA_FLAGS"] = "--xla_no_such_flag=1"        # XLA aborts on it: the variant is skipped
+    subprocess.run(["bash", script, str(tmp_path / "refused"), "--help", "default"], env=env,
+                   capture_output=True, timeout=120)
+    assert "default: XLA refused the flags" in (tmp_path / "refused" / "variants.log").read_text()
+    assert not (tmp_path / "refused" / "generate_default.json").exists()
