@@ -27,10 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import generate as bench  # noqa: E402
 from audiolm_jax.eval.run_info import command_line, machine_info, utc_now, write_json  # noqa: E402
 from audiolm_jax.generate import roofline, sampling  # noqa: E402
+from audiolm_jax.lm.attention import KV_CACHES  # noqa: E402
 
 
 def _random_ids(graphdef, state, prompts, lengths, allowed, rng, *, num_tokens, num_samples,
-                config, eos_id, cache_phases=1):
+                config, eos_id, cache_phases=1, kv_cache="compute"):
     """Stands in for `sampling._sample`: ids as random stage models sample them (uniform in each
     position's allowed range, so adjacent repeats, which the semantic dedup drops, are rare)."""
     rows = prompts.shape[0] * num_samples
@@ -43,6 +44,8 @@ def main(argv=None) -> int:
     parser.add_argument("--cache-phases", type=int, default=1)
     parser.add_argument("--prompt-seconds", type=float, default=3.0)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--kv-cache", default="compute", choices=KV_CACHES,
+                        help="KV-cache storage (sampling.DecodeLoop.kv_cache)")
     parser.add_argument("--fine-max-batch", type=int, default=128)
     parser.add_argument("--device-kind", default="NVIDIA H200",
                         help="matched against roofline.HBM_BYTES_PER_SECOND")
@@ -58,7 +61,8 @@ def main(argv=None) -> int:
     lm, about = bench.build(args.tiny, "float32" if args.tiny else "bfloat16", 0)
     lm.config = dataclasses.replace(lm.config, semantic_tokens_per_second=25.0,
                                     fine_max_batch=args.fine_max_batch,
-                                    loop=sampling.DecodeLoop(cache_phases=args.cache_phases))
+                                    loop=sampling.DecodeLoop(cache_phases=args.cache_phases,
+                                                             kv_cache=args.kv_cache))
     prompts = [bench._prompt(args.prompt_seconds, i) for i in range(args.batch)]
     with mock.patch.object(sampling, "_sample", _random_ids), sampling.record_calls() as calls:
         lm.continuation(prompts, args.seconds, seed=0)
@@ -73,10 +77,12 @@ def main(argv=None) -> int:
     result = {"benchmark": "decode_roofline", "date": utc_now(), "command": command_line(argv),
               "machine": machine_info(), "models": about, "device_kind": args.device_kind,
               "hbm_bytes_per_second": bandwidth, "batch": args.batch,
-              "cache_phases": args.cache_phases, "prompt_seconds": args.prompt_seconds,
+              "cache_phases": args.cache_phases, "kv_cache": args.kv_cache,
+              "prompt_seconds": args.prompt_seconds,
               "generated_seconds": args.seconds, "measured": args.measured,
               "loops": {stage: [{"rows": c.rows, "width": c.width, "num_tokens": c.num_tokens,
-                                 "cache_phases": c.cache_phases} for c in stage_calls]
+                                 "cache_phases": c.cache_phases, "kv_cache": c.kv_cache}
+                                for c in stage_calls]
                         for stage, stage_calls in by_stage.items()},
               "stages": stages, "decoding_hbm_bound_seconds": bound,
               "audio_seconds_per_second_at_the_roof": args.batch * args.seconds / bound}

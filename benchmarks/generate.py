@@ -48,6 +48,7 @@ from audiolm_jax.generate.pipeline import AudioLM, GenerationConfig  # noqa: E40
 from audiolm_jax.generate.roofline import DecodeCall, hbm_bandwidth, stage_roofline  # noqa: E402
 from audiolm_jax.generate.sampling import DecodeLoop, record_calls  # noqa: E402
 from audiolm_jax.gin_reader import dataclass_from_gin  # noqa: E402
+from audiolm_jax.lm.attention import KV_CACHES  # noqa: E402
 from audiolm_jax.lm.config import TransformerConfig  # noqa: E402
 from audiolm_jax.lm.layouts import AudioVocabulary  # noqa: E402
 from audiolm_jax.lm.transformer import Transformer  # noqa: E402
@@ -178,6 +179,8 @@ def main(argv=None) -> int:
     parser.add_argument("--cache-phases", type=int, default=1,
                         help="decoding loops per sampling call, each reading only the filled "
                              "part of the KV cache (sampling.DecodeLoop; 1: one loop)")
+    parser.add_argument("--kv-cache", default="compute", choices=KV_CACHES,
+                        help="KV-cache storage (sampling.DecodeLoop.kv_cache)")
     parser.add_argument("--profile", action="store_true",
                         help="trace one more call per batch: kernel time and kernels per token")
     parser.add_argument("--out", default="results/generate.json")
@@ -186,7 +189,8 @@ def main(argv=None) -> int:
     lm, about = build(args.tiny, dtype, args.seed)
     lm.config = dataclasses.replace(lm.config, semantic_tokens_per_second=args.semantic_rate,
                                     fine_max_batch=args.fine_max_batch,
-                                    loop=DecodeLoop(cache_phases=args.cache_phases))
+                                    loop=DecodeLoop(cache_phases=args.cache_phases,
+                                                    kv_cache=args.kv_cache))
     runs = {}
     for batch in args.batch_sizes:
         runs[str(batch)] = run_batch(lm, batch, args.prompt_seconds, args.seconds, args.repeats,
@@ -202,7 +206,7 @@ def main(argv=None) -> int:
         "device": str(jax.devices()[0].device_kind), "models": about,
         "prompt_seconds": args.prompt_seconds, "generated_seconds": args.seconds,
         "semantic_tokens_per_second": args.semantic_rate, "repeats": args.repeats,
-        "cache_phases": args.cache_phases,
+        "cache_phases": args.cache_phases, "kv_cache": args.kv_cache,
         "runs": runs,
         "targets": {"batch1_seconds_for_10s": TARGET_BATCH1_SECONDS,
                     "batch64_audio_seconds_per_second": TARGET_BATCH64_RATE},

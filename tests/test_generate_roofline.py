@@ -28,6 +28,10 @@ def test_bytes_and_flops_by_hand():
     one_phase = DecodeCall(CONFIG, rows=3, width=5, num_tokens=4)
     assert one_phase.bytes_read() == 4 * (weights + kv(9)) > call.bytes_read()
 
+    int8 = DecodeCall(CONFIG, rows=3, width=5, num_tokens=4, kv_cache="int8")
+    kv_int8 = lambda slots: 2 * 2 * 3 * slots * 2 * (4 + 4)   # 2 heads x (4 int8 + f32 scale)
+    assert int8.bytes_read() == 4 * (weights + kv_int8(9))
+
     table = stage_roofline([call, one_phase], seconds=0.5, bandwidth=1e6)
     total = call.bytes_read() + one_phase.bytes_read()
     assert table["steps"] == 8 and table["calls"] == 2 and table["rows"] == [3]

@@ -184,3 +184,56 @@ def test_cache_phases_read_less_of_the_cache_and_give_the_same_tokens(model):
         three = sample(model, prompts, 11, rng=jax.random.key(2), config=config, num_samples=2,
                        eos_id=eos, cache_phases=3)
         np.testing.assert_array_equal(three, one)
+
+
+def test_int8_quantizer_round_trip_and_attention_over_the_dequantized_cache():
+    from audiolm_jax.lm.attention import (causal_mask, int8_cache_attention, quantize_int8,
+                                          reference_attention)
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 5, 3, 16)).astype(np.float32) * rng.uniform(0.1, 10, (2, 5, 3, 1))
+    x[0, 0, 0] = 0.0                                       # an all-zero vector: scale 1, no NaN
+    stored, scale = quantize_int8(jnp.asarray(x))
+    assert stored.dtype == jnp.int8 and scale.shape == (2, 5, 3) and float(scale[0, 0, 0]) == 1.0
+    back = np.asarray(stored, np.float32) * np.asarray(scale)[..., None]
+    assert np.all(np.abs(back - x) <= np.asarray(scale)[..., None] / 2 + 1e-6)
+    assert np.abs(np.asarray(stored)).max() == 127
+    # Scales applied to the logits and the softmax weights == attention over the dequantized
+    # cache (f32 query: no rounding of the products' inputs).
+    key_q, key_s = quantize_int8(jnp.asarray(x))
+    value_q, value_s = quantize_int8(jnp.asarray(x[:, ::-1]))
+    query = jnp.asarray(rng.normal(size=(2, 1, 3, 16)), jnp.float32)
+    bias = jnp.asarray(rng.normal(size=(1, 3, 1, 5)), jnp.float32)
+    mask = causal_mask(jnp.array([3]), jnp.arange(5))
+    dequant = lambda q, s: q.astype(jnp.float32) * s[..., None]
+    np.testing.assert_allclose(
+        int8_cache_attention(query, key_q, key_s, value_q, value_s, bias, mask),
+        reference_attention(query, dequant(key_q, key_s), dequant(value_q, value_s), bias, mask),
+        rtol=1e-5, atol=1e-6)
+
+
+def test_int8_kv_cache_stays_close_to_the_exact_cache(model):
+    # One attention layer, prefill then a step, exact cache vs int8 (this tiny model's logits
+    # hardly depend on attention, so the comparison is made where it shows).
+    attention = model.blocks[0].attention
+    x = jax.random.normal(jax.random.key(1), (2, 7, CONFIG.d_model))
+    bias = model.relative_bias(jnp.arange(7), jnp.arange(9))[None]
+    key_start = jnp.array([0, 3])
+    out = {}
+    for kv in ("compute", "int8"):
+        cache = attention.init_cache(2, 9, jnp.float32, kv)
+        first, cache = attention.decode(x[:, :6], bias[:, :, :6], cache, jnp.int32(0),
+                                        constrain=lambda a, names: a, key_start=key_start)
+        step, _ = attention.decode(x[:, 6:], bias[:, :, 6:], cache, jnp.int32(6),
+                                   constrain=lambda a, names: a, key_start=key_start)
+        out[kv] = np.concatenate([first, step], axis=1)
+    error = np.abs(out["int8"] - out["compute"]).max() / out["compute"].std()
+    assert 0 < error < 0.05, error                 # int8 rounding: ~1/254 of each vector's max
+    # Through `sample`: the int8 cache is what the loop builds (greedy tokens agree here).
+    prompts = [np.array([1, 5, 6, 7, 30, 2]), np.array([1, 9, 4])]
+    greedy = {kv: sample(model, prompts, 12, rng=jax.random.key(0), config=SamplingConfig(0.0),
+                         kv_cache=kv) for kv in ("compute", "int8")}
+    np.testing.assert_array_equal(greedy["int8"], greedy["compute"])
+    assert model.init_cache(2, 10, "int8")[0].key.dtype == jnp.int8
+    with pytest.raises(ValueError, match="kv_cache 'fp4' is not one of"):
+        sample(model, prompts, 2, rng=jax.random.key(0), kv_cache="fp4")

@@ -48,13 +48,15 @@ def hbm_bandwidth(device: jax.Device | None = None) -> float | None:
 @dataclasses.dataclass(frozen=True)
 class DecodeCall:
     """The shapes of one compiled decoding loop: `rows` sequences (prompts x samples), prompts
-    left-padded to `width`, `num_tokens` steps in `cache_phases` phases, a model of `config`
-    (`model_id`: `id()` of the model, to tell stages of one config apart)."""
+    left-padded to `width`, `num_tokens` steps in `cache_phases` phases, a model of `config`,
+    a KV cache stored as `kv_cache` (`DecodeLoop.kv_cache`); `model_id`: `id()` of the model,
+    to tell stages of one config apart."""
     config: TransformerConfig
     rows: int
     width: int
     num_tokens: int
     cache_phases: int = 1
+    kv_cache: str = "compute"
     model_id: int = dataclasses.field(default=0, compare=False)
 
     def phase_slots(self) -> list[tuple[int, int]]:
@@ -67,10 +69,12 @@ class DecodeCall:
         return matmul_params(self.config) * self.config.compute_dtype.itemsize
 
     def kv_bytes(self, slots: int) -> int:
-        """Keys and values of `slots` cache slots of every row in every layer."""
+        """Keys and values of `slots` cache slots of every row in every layer (int8: one byte
+        per number plus an f32 scale per slot and head)."""
         c = self.config
-        return (2 * c.num_layers * self.rows * slots * c.num_heads * c.head_dim
-                * c.compute_dtype.itemsize)
+        per_head = (c.head_dim + 4 if self.kv_cache == "int8"
+                    else c.head_dim * c.compute_dtype.itemsize)
+        return 2 * c.num_layers * self.rows * slots * c.num_heads * per_head
 
     def bytes_read(self) -> int:
         """Bytes the whole loop must read (weights every step + the cache each phase reads)."""

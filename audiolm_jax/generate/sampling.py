@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from audiolm_jax.lm.attention import KV_CACHES
 from audiolm_jax.lm.layouts import PAD
 from audiolm_jax.lm.transformer import Transformer
 from audiolm_jax.shape_buckets import geometric_bucket
@@ -69,11 +70,16 @@ class SamplingConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DecodeLoop:
-    """How the decoding loop is compiled (never what it samples): `shape_buckets` per octave of
-    prompt widths and token counts (None: exact shapes), `cache_phases` loops that each read only
-    the filled part of the KV cache (1: one loop over the whole cache). Module docstring."""
+    """How the decoding loop is compiled: `shape_buckets` per octave of prompt widths and token
+    counts (None: exact shapes), `cache_phases` loops that each read only the filled part of the
+    KV cache (1: one loop over the whole cache); neither changes what is sampled (module
+    docstring). `kv_cache`: "compute" keeps keys and values in the compute dtype; "int8" stores
+    them as int8 with a scale per position and head (`lm.attention`), half the bytes a
+    large-batch step reads, at the price of logits that differ slightly (a near-tie may then
+    sample another token). The fields are `sample`'s keyword arguments of the same names."""
     shape_buckets: int | None = None
     cache_phases: int = 1
+    kv_cache: str = "compute"
 
 
 def filter_logits(logits: jax.Array, config: SamplingConfig, low: jax.Array,
@@ -155,14 +161,14 @@ def cache_phase_bounds(num_tokens: int, phases: int) -> list[tuple[int, int]]:
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "num_tokens", "num_samples", "config",
-                                             "eos_id", "cache_phases"))
+                                             "eos_id", "cache_phases", "kv_cache"))
 def _sample(graphdef, state, prompts, lengths, allowed, rng, *, num_tokens, num_samples, config,
-            eos_id, cache_phases=1):
+            eos_id, cache_phases=1, kv_cache="compute"):
     compute_dtype = nnx.merge(graphdef, state).config.compute_dtype
     model: Transformer = nnx.merge(graphdef, decoding_weights(state, compute_dtype))
     batch, width = prompts.shape
     key_start = (width - lengths).astype(jnp.int32)
-    cache = model.init_cache(batch, width + num_tokens)
+    cache = model.init_cache(batch, width + num_tokens, kv_cache)
     logits, cache = model.decode_step(prompts, cache, 0, key_start)
     logits = logits[:, -1]
     if num_samples > 1:
@@ -219,7 +225,7 @@ def sample(model: Transformer, prompts: Sequence[np.ndarray], num_tokens: int, *
            rng: jax.Array, config: SamplingConfig = SamplingConfig(),
            allowed: np.ndarray | None = None, num_samples: int = 1,
            eos_id: int | None = None, shape_buckets: int | None = None,
-           cache_phases: int = 1) -> np.ndarray:
+           cache_phases: int = 1, kv_cache: str = "compute") -> np.ndarray:
     """Continues each prompt by `num_tokens` sampled tokens.
 
     Args:
@@ -236,6 +242,7 @@ def sample(model: Transformer, prompts: Sequence[np.ndarray], num_tokens: int, *
         octave (module docstring; the same computation); None compiles the exact shapes.
       cache_phases: the decoding loop in this many consecutive loops, each reading only the
         cache slots filled by its end (module docstring; the same computation).
+      kv_cache: "compute" or "int8" (`DecodeLoop.kv_cache`).
     Returns:
       int32 [len(prompts) * num_samples, num_tokens].
     """
@@ -252,6 +259,8 @@ def sample(model: Transformer, prompts: Sequence[np.ndarray], num_tokens: int, *
             or allowed.max() > model.config.vocab_size:
         raise ValueError(f"sample: every allowed range must be a non-empty [low, high) inside "
                          f"[0, {model.config.vocab_size}); check the vocabulary of this model")
+    if kv_cache not in KV_CACHES:
+        raise ValueError(f"sample: kv_cache {kv_cache!r} is not one of {KV_CACHES}")
     prompts = _checked_prompts(prompts)
     width, steps = max(p.size for p in prompts), int(num_tokens)
     if shape_buckets is not None:
@@ -263,12 +272,12 @@ def sample(model: Transformer, prompts: Sequence[np.ndarray], num_tokens: int, *
         # roofline imports this module: imported here, only while recording.
         from audiolm_jax.generate.roofline import DecodeCall  # noqa: PLC0415
         call = DecodeCall(model.config, len(prompts) * int(num_samples), width, steps,
-                          int(cache_phases), id(model))
+                          int(cache_phases), kv_cache, id(model))
         for calls in _RECORDERS:
             calls.append(call)
     graphdef, state = nnx.split(model)
     out = _sample(graphdef, state, jnp.asarray(padded), jnp.asarray(lengths),
                   jnp.asarray(allowed), rng, num_tokens=steps,
                   num_samples=int(num_samples), config=config, eos_id=eos_id,
-                  cache_phases=int(cache_phases))
+                  cache_phases=int(cache_phases), kv_cache=kv_cache)
     return np.asarray(out)[:, :num_tokens]

@@ -12,10 +12,12 @@ the id range its layout implies. Stages 1 and 2 slide a window over sequences lo
 training crops (`timing.sliding_windows`): each call's prompt is BOS plus the last part of what
 exists, as a training crop taken mid-utterance would be. Stage 3 batches every chunk of every
 row in one sampling call (split into `max_batch` rows where memory asks for it). `loop` (a
-`sampling.DecodeLoop`) says how the sampling loops compile: bucketed shapes, cache phases.
+`sampling.DecodeLoop`) says how the sampling loops compile: bucketed shapes, cache phases, the
+KV cache's storage.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import jax
@@ -61,7 +63,7 @@ def generate_semantic(model: Transformer, vocab: AudioVocabulary, prompts: Seque
         prompts_now = [prompt_tokens(row[row.size - min(context, row.size):] + low) for row in rows]
         new = sample(model, prompts_now, count, rng=jax.random.fold_in(rng, index), config=config,
                      allowed=np.tile([[low, high]], (count, 1)), num_samples=samples,
-                     shape_buckets=loop.shape_buckets, cache_phases=loop.cache_phases)
+                     **dataclasses.asdict(loop))
         rows = [np.concatenate([row, tokens - low]).astype(np.int32)
                 for row, tokens in zip(_repeat_rows(rows, samples), new)]
         samples = 1
@@ -106,8 +108,7 @@ def generate_coarse(model: Transformer, vocab: AudioVocabulary,
         count = (call.stop - call.known) * num_coarse
         tokens = sample(model, prompts, count, rng=jax.random.fold_in(rng, index), config=config,
                         allowed=acoustic_target_ranges(vocab, 0, num_coarse, count),
-                        num_samples=samples, shape_buckets=loop.shape_buckets,
-                        cache_phases=loop.cache_phases)
+                        num_samples=samples, **dataclasses.asdict(loop))
         new = np.stack([codes_from_tokens(t, vocab, 0, num_coarse) for t in tokens])
         frames = np.concatenate([np.repeat(frames, samples, axis=0), new], axis=1)
         rows, samples = _repeat_rows(rows, samples), 1
@@ -146,8 +147,7 @@ def generate_fine(model: Transformer, vocab: AudioVocabulary, coarse: np.ndarray
         part = prompts[first:first + batch]
         part = part + [part[-1]] * (batch - len(part))   # one shape: one compiled program
         tokens = sample(model, part, count, rng=jax.random.fold_in(rng, index), config=config,
-                        allowed=allowed, shape_buckets=loop.shape_buckets,
-                        cache_phases=loop.cache_phases)
+                        allowed=allowed, **dataclasses.asdict(loop))
         for (r, a, b), row_tokens in zip(jobs[first:first + batch], tokens):
             out[r, a:b] = codes_from_tokens(row_tokens[:(b - a) * num_fine], vocab, num_coarse,
                                             vocab.num_quantizers)

@@ -7,7 +7,10 @@
   implementation. Neither path applies dropout to the attention weights (flash kernels cannot),
   so the model's dropout sits on the residual branches and the feed-forward hidden layer.
 - `LayerCache`: per-layer keys/values of a fixed `max_len`, written with
-  `lax.dynamic_update_slice` so decoding runs inside `lax.scan`/`while_loop`.
+  `lax.dynamic_update_slice` so decoding runs inside `lax.scan`/`while_loop`; in the compute
+  dtype, or int8 with one scale per (position, head) (`KV_CACHES`): half the bytes a large-batch
+  decoding step reads. The int8 scales never touch the int8 operands of the two products: the
+  key scale multiplies the logits (q . s k = s (q . k)) and the value scale the softmax weights.
 
 Shapes: query/key/value `[batch, length, heads, head_dim]`; bias `[1, heads, queries, keys]`.
 """
@@ -110,10 +113,42 @@ def fast_causal_attention(query: jax.Array, key: jax.Array, value: jax.Array,
                                         is_causal=True, implementation=implementation)
 
 
+KV_CACHES = ("compute", "int8")
+
+
 class LayerCache(NamedTuple):
-    """One layer's cached projections, each [batch, max_len, heads, head_dim]."""
+    """One layer's cached projections, each [batch, max_len, heads, head_dim]; int8 caches
+    carry f32 scales [batch, max_len, heads] (None otherwise): stored = round(x / scale)."""
     key: jax.Array
     value: jax.Array
+    key_scale: jax.Array | None = None
+    value_scale: jax.Array | None = None
+
+
+def quantize_int8(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """[..., head_dim] -> (int8 [..., head_dim], f32 scale [...]), symmetric per vector:
+    scale = max |x| / 127 (1 for an all-zero vector), so x ~= int8 * scale within scale / 2."""
+    x = x.astype(jnp.float32)
+    scale = jnp.max(jnp.abs(x), axis=-1) / 127.0
+    scale = jnp.where(scale > 0, scale, 1.0)
+    stored = jnp.clip(jnp.round(x / scale[..., None]), -127, 127).astype(jnp.int8)
+    return stored, scale
+
+
+def int8_cache_attention(query: jax.Array, key: jax.Array, key_scale: jax.Array,
+                         value: jax.Array, value_scale: jax.Array, bias: jax.Array,
+                         mask: jax.Array) -> jax.Array:
+    """`reference_attention` over an int8 cache: key/value int8 [batch, keys, heads, head_dim],
+    scales f32 [batch, keys, heads]. Equals `reference_attention` of the dequantized cache up to
+    the rounding of the products' inputs to `query.dtype`."""
+    scale = 1.0 / np.sqrt(query.shape[-1])
+    per_key = lambda s: jnp.transpose(s, (0, 2, 1))[:, :, None, :]      # [batch, heads, 1, keys]
+    logits = jnp.einsum("bqhd,bkhd->bhqk", query, key.astype(query.dtype),
+                        preferred_element_type=jnp.float32)
+    logits = logits * per_key(key_scale) * scale + bias.astype(jnp.float32)
+    logits = jnp.where(mask, logits, _MASKED)
+    weights = (jax.nn.softmax(logits, axis=-1) * per_key(value_scale)).astype(query.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights, value.astype(query.dtype))
 
 
 class SelfAttention(nnx.Module):
@@ -162,9 +197,15 @@ class SelfAttention(nnx.Module):
             raise ValueError(f"attention path {path!r} is not one of {ATTENTION_PATHS}")
         return self._output(attended)
 
-    def init_cache(self, batch: int, max_len: int, dtype) -> LayerCache:
+    def init_cache(self, batch: int, max_len: int, dtype,
+                   kv_cache: str = "compute") -> LayerCache:
         shape = (batch, max_len, self.num_heads, self.head_dim)
-        return LayerCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+        if kv_cache == "compute":
+            return LayerCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+        if kv_cache == "int8":
+            return LayerCache(jnp.zeros(shape, jnp.int8), jnp.zeros(shape, jnp.int8),
+                              jnp.ones(shape[:3], jnp.float32), jnp.ones(shape[:3], jnp.float32))
+        raise ValueError(f"kv_cache {kv_cache!r} is not one of {KV_CACHES}")
 
     def decode(self, x: jax.Array, bias: jax.Array, cache: LayerCache, position: jax.Array, *,
                constrain: ActivationConstraint, key_start: jax.Array | None = None,
@@ -184,11 +225,16 @@ class SelfAttention(nnx.Module):
           ([batch, steps, embed], cache with the new keys/values written).
         """
         query, key, value = self._project(x, constrain)
-        start = (0, position, 0, 0)
         names = ("batch", "length", "heads", "kv")
-        cache = LayerCache(
-            constrain(jax.lax.dynamic_update_slice(cache.key, key.astype(cache.key.dtype), start), names),
-            constrain(jax.lax.dynamic_update_slice(cache.value, value.astype(cache.value.dtype), start), names))
+        write = lambda old, new, names: constrain(jax.lax.dynamic_update_slice(
+            old, new.astype(old.dtype), (0, position, 0, 0)[:old.ndim]), names)
+        if cache.key_scale is None:
+            cache = LayerCache(write(cache.key, key, names), write(cache.value, value, names))
+        else:
+            (key_q, key_s), (value_q, value_s) = quantize_int8(key), quantize_int8(value)
+            cache = LayerCache(write(cache.key, key_q, names), write(cache.value, value_q, names),
+                               write(cache.key_scale, key_s, names[:3]),
+                               write(cache.value_scale, value_s, names[:3]))
         query_positions = position + jnp.arange(x.shape[1])
         limit = cache.key.shape[1] if key_limit is None else int(key_limit)
         if bias.shape[-1] != limit:
@@ -197,6 +243,11 @@ class SelfAttention(nnx.Module):
         mask = causal_mask(query_positions, key_positions)
         if key_start is not None:
             mask = mask & (key_positions[None, :] >= key_start[:, None])[:, None, None, :]
-        attended = reference_attention(query, cache.key[:, :limit].astype(query.dtype),
-                                       cache.value[:, :limit].astype(query.dtype), bias, mask)
+        if cache.key_scale is None:
+            attended = reference_attention(query, cache.key[:, :limit].astype(query.dtype),
+                                           cache.value[:, :limit].astype(query.dtype), bias, mask)
+        else:
+            attended = int8_cache_attention(query, cache.key[:, :limit], cache.key_scale[:, :limit],
+                                            cache.value[:, :limit], cache.value_scale[:, :limit],
+                                            bias, mask)
         return self._output(attended), cache

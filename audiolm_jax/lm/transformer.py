@@ -169,10 +169,11 @@ class Transformer(nnx.Module):
                   else jax.checkpoint_policies.dots_with_no_batch_dims_saveable)
         return nnx.remat(run, policy=policy)
 
-    def init_cache(self, batch: int, max_len: int) -> KVCache:
-        """Empty KV cache for sequences of up to `max_len` tokens (compute dtype)."""
-        return tuple(block.attention.init_cache(batch, max_len, self.config.compute_dtype)
-                     for block in self.blocks)
+    def init_cache(self, batch: int, max_len: int, kv_cache: str = "compute") -> KVCache:
+        """Empty KV cache for sequences of up to `max_len` tokens, in the compute dtype or int8
+        with scales (`attention.KV_CACHES`)."""
+        return tuple(block.attention.init_cache(batch, max_len, self.config.compute_dtype,
+                                                kv_cache) for block in self.blocks)
 
     def decode_step(self, tokens: jax.Array, cache: KVCache, position: jax.Array | int,
                     key_start: jax.Array | None = None, key_limit: int | None = None
