@@ -150,6 +150,20 @@ def test_cli_continue_writes_wavs_png_and_tokens(parts, tmp_path, capsys):
     assert rc == 1 and "silent.wav" in capsys.readouterr().err
 
 
+def test_cli_sampling_flags_reach_the_generation_config():
+    from audiolm_jax.commands.generate import _config
+
+    args = cli.build_parser().parse_args(
+        ["continue", "--prompt", "p.wav", "--out", "o", "--codec", "c", "--tokenizer", "t",
+         "--temperatures", "0.5,0.7,0.9", "--top-k", "5", "--kv-cache", "int8"])
+    config = _config(args)
+    assert config.loop.kv_cache == "int8" and config.coarse.temperature == 0.7
+    assert config.fine.top_k == 5
+    assert _config(cli.build_parser().parse_args(
+        ["continue", "--prompt", "p", "--out", "o", "--codec", "c", "--tokenizer", "t"])
+    ).loop.kv_cache == "compute"
+
+
 def test_acoustic_only_continuation_keeps_the_prompt_and_accounts_frames(parts, monkeypatch):
     """The baseline without semantic tokens: prompt codes -> acoustic-only model -> stage 3."""
     from audiolm_jax.generate import stages

@@ -44,6 +44,10 @@ def _add_models(p: argparse.ArgumentParser) -> None:
     s.add_argument("--semantic-rate", type=float, default=None,
                    help="deduplicated semantic tokens per second (default: measured on the "
                         "prompt; 18 without one)")
+    s.add_argument("--kv-cache", choices=("compute", "int8"), default="compute",
+                   help="int8: keys and values stored as int8 with a scale per position and "
+                        "head, half the memory a large batch reads per step; logits differ "
+                        "slightly from the exact cache (sampling.DecodeLoop)")
     s.add_argument("--samples", type=int, default=1, help="continuations per prompt")
     s.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output directory")
@@ -80,7 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _config(args: argparse.Namespace):
     from audiolm_jax.generate.pipeline import GenerationConfig  # noqa: PLC0415
-    from audiolm_jax.generate.sampling import SamplingConfig  # noqa: PLC0415
+    from audiolm_jax.generate.sampling import DecodeLoop, SamplingConfig  # noqa: PLC0415
 
     try:
         temps = [float(t) for t in args.temperatures.split(",")]
@@ -91,7 +95,8 @@ def _config(args: argparse.Namespace):
                          "semantic,coarse,fine (e.g. 0.6,0.8,0.6)")
     stage = lambda t: SamplingConfig(temperature=t, top_k=args.top_k, top_p=args.top_p)  # noqa: E731
     return GenerationConfig(semantic=stage(temps[0]), coarse=stage(temps[1]), fine=stage(temps[2]),
-                            semantic_tokens_per_second=args.semantic_rate)
+                            semantic_tokens_per_second=args.semantic_rate,
+                            loop=DecodeLoop(kv_cache=args.kv_cache))
 
 
 def _check_models(args: argparse.Namespace) -> None:
