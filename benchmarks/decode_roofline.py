@@ -28,6 +28,7 @@ import generate as bench  # noqa: E402
 from audiolm_jax.eval.run_info import command_line, machine_info, utc_now, write_json  # noqa: E402
 from audiolm_jax.generate import roofline, sampling  # noqa: E402
 from audiolm_jax.lm.attention import KV_CACHES  # noqa: E402
+from audiolm_jax.device_specs import HBM_BYTES_PER_SECOND, by_device_kind  # noqa: E402
 
 
 def _random_ids(graphdef, state, prompts, lengths, allowed, rng, *, num_tokens, num_samples,
@@ -48,16 +49,15 @@ def main(argv=None) -> int:
                         help="KV-cache storage (sampling.DecodeLoop.kv_cache)")
     parser.add_argument("--fine-max-batch", type=int, default=128)
     parser.add_argument("--device-kind", default="NVIDIA H200",
-                        help="matched against roofline.HBM_BYTES_PER_SECOND")
+                        help="matched against HBM_BYTES_PER_SECOND")
     parser.add_argument("--measured", help="a generate.json of the same batch and phases")
     parser.add_argument("--tiny", action="store_true", help="tiny configs (CPU smoke test)")
     parser.add_argument("--out", default="results/generate_roofline.json")
     args = parser.parse_args(argv)
-    bandwidth = next((b for name, b in roofline.HBM_BYTES_PER_SECOND
-                      if name in args.device_kind.lower()), None)
+    bandwidth = by_device_kind(HBM_BYTES_PER_SECOND, args.device_kind)
     if bandwidth is None:
         parser.error(f"no HBM bandwidth known for {args.device_kind!r}: one of "
-                     f"{[n for n, _ in roofline.HBM_BYTES_PER_SECOND]}")
+                     f"{[n for n, _ in HBM_BYTES_PER_SECOND]}")
     lm, about = bench.build(args.tiny, "float32" if args.tiny else "bfloat16", 0)
     lm.config = dataclasses.replace(lm.config, semantic_tokens_per_second=25.0,
                                     fine_max_batch=args.fine_max_batch,

@@ -35,6 +35,7 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import jax  # noqa: E402
 
 import train_stage  # noqa: E402
+from audiolm_jax.device_specs import peak_flops_per_device  # noqa: E402
 from audiolm_jax.lm.flops import param_count  # noqa: E402
 from audiolm_jax.training.mesh import MeshConfig  # noqa: E402
 
@@ -88,7 +89,7 @@ def measure_one(config, length, prefix, batch, steps, mesh, devices, peak) -> di
 
 def measure(args, config) -> dict:
     length, prefix = stage2_shape(args.tiny)
-    peak = None if jax.default_backend() == "cpu" else train_stage.PEAK_BF16
+    peak = peak_flops_per_device()
     counts = [n for n in args.counts if n <= jax.device_count()]
     runs, best = [], {}
     for n in counts:

@@ -28,6 +28,7 @@ sys.path.insert(0, ROOT)
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+from audiolm_jax.device_specs import peak_flops_per_device  # noqa: E402
 from audiolm_jax.lm.config import TransformerConfig  # noqa: E402
 from audiolm_jax.lm.flops import flops_per_token, param_count  # noqa: E402
 from audiolm_jax.lm.objective import StageObjective  # noqa: E402
@@ -36,7 +37,6 @@ from audiolm_jax.training.mesh import MeshConfig  # noqa: E402
 from audiolm_jax.training.optim import OptimizerConfig  # noqa: E402
 from audiolm_jax.training.trainer import train  # noqa: E402
 
-PEAK_BF16 = 989e12  # H100/H200 SXM dense bf16, datasheet
 # (name, sequence length, prefix length without loss) at the paper's crops.
 STAGES = {"stage1": (750, 0), "stage2": (2251, 251), "stage3": (1801, 601)}
 
@@ -115,7 +115,7 @@ def main() -> int:
         jax.config.update("jax_default_prng_impl", args.prng_impl)
     mesh = MeshConfig(**{k: int(v) for k, v in (kv.split("=") for kv in args.mesh.split(","))})
     config = paper_config(args.tiny, args.remat, args.dropout)
-    peak = None if jax.default_backend() == "cpu" else PEAK_BF16
+    peak = peak_flops_per_device()
     out = {"command": " ".join(["python3", "benchmarks/train_stage.py", *sys.argv[1:]]),
            "date": datetime.date.today().isoformat(), "host": platform.node(),
            "device": jax.devices()[0].device_kind, "devices": jax.device_count(),

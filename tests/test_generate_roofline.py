@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from audiolm_jax.device_specs import HBM_BYTES_PER_SECOND, PEAK_FLOPS, by_device_kind
 from audiolm_jax.generate.roofline import DecodeCall, stage_roofline
 from audiolm_jax.generate.sampling import record_calls, sample
 from audiolm_jax.lm.config import TransformerConfig
@@ -51,3 +52,11 @@ def test_sample_records_its_loop_shapes():
     assert calls == [DecodeCall(CONFIG, rows=4, width=3, num_tokens=6, cache_phases=3),
                      DecodeCall(CONFIG, rows=1, width=4, num_tokens=8)]   # bucketed: 3->4, 5->8
     assert {c.model_id for c in calls} == {id(model)}
+
+
+def test_datasheet_lookup_by_device_kind():
+    assert by_device_kind(HBM_BYTES_PER_SECOND, "NVIDIA H200") == 4.8e12
+    assert by_device_kind(HBM_BYTES_PER_SECOND, "NVIDIA H100 PCIe") == 2.0e12   # before "h100"
+    assert by_device_kind(HBM_BYTES_PER_SECOND, "NVIDIA H100 80GB HBM3") == 3.35e12
+    assert by_device_kind(PEAK_FLOPS, "TPU v5 lite") == 197e12
+    assert by_device_kind(PEAK_FLOPS, "cpu") is None

@@ -13,37 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
 import numpy as np
 
 from audiolm_jax.generate.sampling import cache_phase_bounds
 from audiolm_jax.lm.config import TransformerConfig
 from audiolm_jax.lm.flops import matmul_params
-
-# HBM bandwidth per device in bytes/s (vendor datasheets); matched in order against
-# device_kind (lower case), so the PCIe H100 comes before the SXM one.
-HBM_BYTES_PER_SECOND = (
-    ("h200", 4.8e12),
-    ("h100 pcie", 2.0e12),
-    ("h100", 3.35e12),
-    ("a100", 2.0e12),
-    ("l4", 0.3e12),
-    ("v6", 1.64e12),
-    ("v5p", 2.765e12),
-    ("v5 lite", 0.819e12),
-    ("v5e", 0.819e12),
-    ("v4", 1.2e12),
-)
-
-
-def hbm_bandwidth(device: jax.Device | None = None) -> float | None:
-    """HBM bytes/s of `device` (default the first); None when unknown (CPUs)."""
-    kind = (device or jax.devices()[0]).device_kind.lower()
-    for name, bandwidth in HBM_BYTES_PER_SECOND:
-        if name in kind:
-            return bandwidth
-    return None
-
 
 @dataclasses.dataclass(frozen=True)
 class DecodeCall:

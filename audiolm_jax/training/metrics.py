@@ -10,34 +10,12 @@ from typing import Mapping, Sequence
 import jax
 import numpy as np
 
-# Dense bf16 peak FLOP/s per device (vendor datasheets); matched against device_kind.
-PEAK_FLOPS = (
-    ("v6", 918e12),
-    ("v5p", 459e12),
-    ("v5 lite", 197e12),
-    ("v5e", 197e12),
-    ("v4", 275e12),
-    ("v3", 123e12),
-    ("h200", 989e12),
-    ("h100", 989e12),
-    ("a100", 312e12),
-    ("l4", 121e12),
-)
-
-
-def peak_flops_per_device(device: jax.Device | None = None) -> float | None:
-    """Peak dense bf16 FLOP/s of `device` (default the first), None when unknown (CPUs)."""
-    kind = (device or jax.devices()[0]).device_kind.lower()
-    for name, flops in PEAK_FLOPS:
-        if name in kind:
-            return flops
-    return None
-
 
 def mfu(
     flops_per_step: float, seconds_per_step: float, num_devices: int, peak_per_device: float | None
 ) -> float | None:
-    """Model FLOPs utilisation: achieved FLOP/s over the devices' peak."""
+    """Model FLOPs utilisation: achieved FLOP/s over the devices' peak (peaks by device kind:
+    audiolm_jax/device_specs.py)."""
     if not peak_per_device or not flops_per_step or seconds_per_step <= 0:
         return None
     return flops_per_step / seconds_per_step / (peak_per_device * num_devices)

@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from audiolm_jax.device_specs import peak_flops_per_device
 from audiolm_jax.training import distributed, partitioning
 from audiolm_jax.training.checkpoint import CheckpointConfig, Checkpointer, write_operative_config
 from audiolm_jax.training.mesh import MeshConfig, make_mesh
@@ -43,7 +44,6 @@ from audiolm_jax.training.metrics import (
     Throughput,
     mean_metrics,
     memory_in_use,
-    peak_flops_per_device,
     progress_line,
 )
 from audiolm_jax.training.objective import Objective
