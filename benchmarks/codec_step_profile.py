@@ -11,8 +11,8 @@ phases and profiles each on the GPU, summing kernel time by category (benchmarks
 
 with XLA's FLOP count of the compiled step and, since on the GPU that count misses the cuDNN
 convolutions, the FLOPs of the phase's losses and gradients counted on HLO lowered for the CPU
-(`loss_flops`), against the 989 TFLOP/s bf16 datasheet peak. The kernel sums say what each phase
-really runs.
+(`loss_flops`), against the device's bf16 datasheet peak (audiolm_jax/device_specs.py: 989
+TFLOP/s on an H100/H200). The kernel sums say what each phase really runs.
 
     python3 benchmarks/codec_step_profile.py --out results/codec_step_profile.json
     python3 benchmarks/codec_step_profile.py --gin experiments/codec_tiny_cpu --batch 2 \\
@@ -37,7 +37,8 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-from train_stage import PEAK_BF16  # noqa: E402
+
+from audiolm_jax.device_specs import peak_flops_per_device  # noqa: E402
 
 PHASES = ("reconstruction", "gan")
 
@@ -190,9 +191,10 @@ def main(argv=None) -> dict:
         row["xla_tflops_per_s"] = row["xla_flops_per_step"] / seconds / 1e12
         row["loss_flops_per_step_cpu_count"] = loss_flops(objective, audio.shape, phase)
         row["loss_tflops_per_s"] = row["loss_flops_per_step_cpu_count"] / seconds / 1e12
-        if jax.default_backend() == "gpu":
-            row["mfu_xla_flops"] = row["xla_flops_per_step"] / seconds / PEAK_BF16
-            row["mfu_loss_flops"] = row["loss_flops_per_step_cpu_count"] / seconds / PEAK_BF16
+        peak = peak_flops_per_device()
+        if peak:
+            row["mfu_xla_flops"] = row["xla_flops_per_step"] / seconds / peak
+            row["mfu_loss_flops"] = row["loss_flops_per_step_cpu_count"] / seconds / peak
         if not args.no_profile and jax.default_backend() == "gpu":
             row["kernels"] = profile(program, state, batch, args.profile_steps)
         result["phases"][phase] = row

@@ -39,13 +39,14 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
+from audiolm_jax.device_specs import peak_flops_per_device  # noqa: E402
 from audiolm_jax.lm import attention as attention_module  # noqa: E402
 from audiolm_jax.lm import relative_bias as bias_module  # noqa: E402
 from audiolm_jax.lm.flops import flops_per_token  # noqa: E402
 from audiolm_jax.lm.loss import lm_loss  # noqa: E402
 from audiolm_jax.lm.transformer import Transformer  # noqa: E402
 from kernel_trace import kernel_summary  # noqa: E402
-from train_stage import PEAK_BF16, STAGES, paper_config  # noqa: E402
+from train_stage import STAGES, paper_config  # noqa: E402
 
 VARIANTS = ("baseline", "rbg", "no_dropout", "frozen_bias", "no_bias")
 
@@ -136,8 +137,8 @@ def time_variant(variant, config, batch, length, prefix, steps, profile_dir=None
            "model_flops_per_step": flops_per_token(config, length) * batch * length}
     if memory is not None:
         row["temp_gib"] = memory.temp_size_in_bytes / 2**30
-    if jax.default_backend() == "gpu":
-        row["mfu"] = row["model_flops_per_step"] / seconds / PEAK_BF16
+    if peak_flops_per_device():
+        row["mfu"] = row["model_flops_per_step"] / seconds / peak_flops_per_device()
     return row
 
 
@@ -162,7 +163,7 @@ def main() -> int:
     out = {"command": " ".join(["python3", "benchmarks/lm_step_profile.py", *sys.argv[1:]]),
            "date": datetime.date.today().isoformat(), "device": jax.devices()[0].device_kind,
            "jax": jax.__version__, "stage": args.stage, "remat": args.remat,
-           "peak_flops": PEAK_BF16, "variants": []}
+           "peak_flops": peak_flops_per_device(), "variants": []}
     for variant in args.variants:
         name, size = (variant, batch)
         if variant.startswith("batch_"):
