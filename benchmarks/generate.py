@@ -43,9 +43,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from audiolm_jax.codec.frozen import soundstream_config_from_gin  # noqa: E402
 from audiolm_jax.codec.soundstream import SoundStream  # noqa: E402
 from audiolm_jax.config import resolve_gin_file  # noqa: E402
+from audiolm_jax.device_specs import hbm_bandwidth  # noqa: E402
 from audiolm_jax.eval.run_info import command_line, machine_info, utc_now, write_json  # noqa: E402
 from audiolm_jax.generate.pipeline import AudioLM, GenerationConfig  # noqa: E402
-from audiolm_jax.device_specs import hbm_bandwidth  # noqa: E402
 from audiolm_jax.generate.roofline import DecodeCall, stage_roofline  # noqa: E402
 from audiolm_jax.generate.sampling import DecodeLoop, record_calls  # noqa: E402
 from audiolm_jax.gin_reader import dataclass_from_gin  # noqa: E402
