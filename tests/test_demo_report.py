@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -153,6 +154,7 @@ class _DevToolsPipe:
     real milliseconds (CI saw readyState 0). Polling over the pipe waits in real time."""
 
     def __init__(self, browser: str, profile: Path):
+        self._log = tempfile.TemporaryFile()
         to_browser_read, self._write = os.pipe()
         self._read, from_browser_write = os.pipe()
         # bash moves the browser's ends onto its fds 3 and 4. They are first copied above 9 so
@@ -166,7 +168,8 @@ class _DevToolsPipe:
              browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
              "--no-first-run", "--mute-audio", "--allow-file-access-from-files",
              f"--user-data-dir={profile}", "--remote-debugging-pipe", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            # stderr to a file: a pipe nobody reads could fill and stall the browser.
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log,
             pass_fds=ends)
         for fd in ends:
             os.close(fd)
@@ -182,7 +185,8 @@ class _DevToolsPipe:
             while b"\0" not in self._buffer:
                 chunk = os.read(self._read, 65536)
                 if not chunk:
-                    raise RuntimeError(f"chromium closed the pipe: {self.proc.stderr.read()[-2000:]}")
+                    self._log.seek(0)
+                    raise RuntimeError(f"chromium closed the pipe: {self._log.read()[-2000:]}")
                 self._buffer += chunk
             raw, self._buffer = self._buffer.split(b"\0", 1)
             reply = json.loads(raw)
@@ -196,6 +200,7 @@ class _DevToolsPipe:
         os.close(self._read)
         self.proc.kill()
         self.proc.wait(timeout=10)
+        self._log.close()
 
 
 def _run_check(browser: str, page: Path, profile: Path, timeout: float = 60.0) -> dict:

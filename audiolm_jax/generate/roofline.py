@@ -7,17 +7,17 @@ cache slots its phase attends to (`cache_phases`: phase p reads slots [0, width 
 Neither can be skipped, so bytes / bandwidth is a lower bound on the step time; measured time
 over it says how far a stage is from its memory roof. The arithmetic (2 FLOPs per weight per
 row plus the attention products) is reported beside it: at batch 64 a step does ~64 FLOPs per
-weight byte read, far below an H200's ~200 FLOPs per byte, so the bytes are the roof.
+bf16 weight byte and ~1 per cache byte, far below the ~200 FLOPs per byte at which an H200's
+compute and bandwidth balance, so the bytes are the roof.
 """
 from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
-
 from audiolm_jax.generate.sampling import cache_phase_bounds
 from audiolm_jax.lm.config import TransformerConfig
 from audiolm_jax.lm.flops import matmul_params
+
 
 @dataclasses.dataclass(frozen=True)
 class DecodeCall:
@@ -78,5 +78,5 @@ def stage_roofline(calls: list[DecodeCall], seconds: float | None,
         out["hbm_bound_seconds"] = bound
         out["hbm_bound_ms_per_step"] = 1000.0 * bound / max(steps, 1)
         if seconds:
-            out["fraction_of_hbm_bound"] = float(np.clip(bound / seconds, 0.0, None))
+            out["fraction_of_hbm_bound"] = bound / seconds
     return out
