@@ -184,6 +184,10 @@ def test_cache_phases_read_less_of_the_cache_and_give_the_same_tokens(model):
         three = sample(model, prompts, 11, rng=jax.random.key(2), config=config, num_samples=2,
                        eos_id=eos, cache_phases=3)
         np.testing.assert_array_equal(three, one)
+        # Unrolled loop bodies (4 steps per iteration; phases of 4, 3 and 4 steps): same tokens.
+        unrolled = sample(model, prompts, 11, rng=jax.random.key(2), config=config,
+                          num_samples=2, eos_id=eos, cache_phases=3, unroll=4)
+        np.testing.assert_array_equal(unrolled, one)
 
 
 def test_int8_quantizer_round_trip_and_attention_over_the_dequantized_cache():

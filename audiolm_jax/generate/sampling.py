@@ -76,10 +76,13 @@ class DecodeLoop:
     docstring). `kv_cache`: "compute" keeps keys and values in the compute dtype; "int8" stores
     them as int8 with a scale per position and head (`lm.attention`), half the bytes a
     large-batch step reads, at the price of logits that differ slightly (a near-tie may then
-    sample another token). The fields are `sample`'s keyword arguments of the same names."""
+    sample another token). `unroll`: steps per iteration of a fixed-length loop (XLA's loop
+    control runs once per iteration; the same computation; no effect with an EOS id). The fields
+    are `sample`'s keyword arguments of the same names."""
     shape_buckets: int | None = None
     cache_phases: int = 1
     kv_cache: str = "compute"
+    unroll: int = 1
 
 
 def filter_logits(logits: jax.Array, config: SamplingConfig, low: jax.Array,
@@ -161,9 +164,9 @@ def cache_phase_bounds(num_tokens: int, phases: int) -> list[tuple[int, int]]:
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "num_tokens", "num_samples", "config",
-                                             "eos_id", "cache_phases", "kv_cache"))
+                                             "eos_id", "cache_phases", "kv_cache", "unroll"))
 def _sample(graphdef, state, prompts, lengths, allowed, rng, *, num_tokens, num_samples, config,
-            eos_id, cache_phases=1, kv_cache="compute"):
+            eos_id, cache_phases=1, kv_cache="compute", unroll=1):
     compute_dtype = nnx.merge(graphdef, state).config.compute_dtype
     model: Transformer = nnx.merge(graphdef, decoding_weights(state, compute_dtype))
     batch, width = prompts.shape
@@ -199,7 +202,8 @@ def _sample(graphdef, state, prompts, lengths, allowed, rng, *, num_tokens, num_
         if eos_id is None:
             # A loop of known trip count: XLA need not read the condition back from the device
             # every token, so the host can enqueue the next steps' kernels ahead of the GPU.
-            carry = jax.lax.fori_loop(start, stop, lambda _, c, f=step_in_phase: f(c), carry)
+            carry = jax.lax.fori_loop(start, stop, lambda _, c, f=step_in_phase: f(c), carry,
+                                      unroll=min(unroll, stop - start))
         else:
             carry = jax.lax.while_loop(
                 lambda c, stop=stop: (c[0] < stop) & ~jnp.all(c[4]), step_in_phase, carry)
@@ -225,7 +229,7 @@ def sample(model: Transformer, prompts: Sequence[np.ndarray], num_tokens: int, *
            rng: jax.Array, config: SamplingConfig = SamplingConfig(),
            allowed: np.ndarray | None = None, num_samples: int = 1,
            eos_id: int | None = None, shape_buckets: int | None = None,
-           cache_phases: int = 1, kv_cache: str = "compute") -> np.ndarray:
+           cache_phases: int = 1, kv_cache: str = "compute", unroll: int = 1) -> np.ndarray:
     """Continues each prompt by `num_tokens` sampled tokens.
 
     Args:
@@ -243,6 +247,7 @@ def sample(model: Transformer, prompts: Sequence[np.ndarray], num_tokens: int, *
       cache_phases: the decoding loop in this many consecutive loops, each reading only the
         cache slots filled by its end (module docstring; the same computation).
       kv_cache: "compute" or "int8" (`DecodeLoop.kv_cache`).
+      unroll: decoding steps per loop iteration when `eos_id` is None (`DecodeLoop.unroll`).
     Returns:
       int32 [len(prompts) * num_samples, num_tokens].
     """
@@ -261,6 +266,8 @@ def sample(model: Transformer, prompts: Sequence[np.ndarray], num_tokens: int, *
                          f"[0, {model.config.vocab_size}); check the vocabulary of this model")
     if kv_cache not in KV_CACHES:
         raise ValueError(f"sample: kv_cache {kv_cache!r} is not one of {KV_CACHES}")
+    if unroll < 1:
+        raise ValueError(f"sample: unroll={unroll}: give 1 or more steps per loop iteration")
     prompts = _checked_prompts(prompts)
     width, steps = max(p.size for p in prompts), int(num_tokens)
     if shape_buckets is not None:
@@ -279,5 +286,5 @@ def sample(model: Transformer, prompts: Sequence[np.ndarray], num_tokens: int, *
     out = _sample(graphdef, state, jnp.asarray(padded), jnp.asarray(lengths),
                   jnp.asarray(allowed), rng, num_tokens=steps,
                   num_samples=int(num_samples), config=config, eos_id=eos_id,
-                  cache_phases=int(cache_phases), kv_cache=kv_cache)
+                  cache_phases=int(cache_phases), kv_cache=kv_cache, unroll=int(unroll))
     return np.asarray(out)[:, :num_tokens]
