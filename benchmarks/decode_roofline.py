@@ -32,7 +32,7 @@ from audiolm_jax.device_specs import HBM_BYTES_PER_SECOND, by_device_kind  # noq
 
 
 def _random_ids(graphdef, state, prompts, lengths, allowed, rng, *, num_tokens, num_samples,
-                config, eos_id, cache_phases=1, kv_cache="compute", unroll=1):
+                **loop_options):
     """Stands in for `sampling._sample`: ids as random stage models sample them (uniform in each
     position's allowed range, so adjacent repeats, which the semantic dedup drops, are rare)."""
     rows = prompts.shape[0] * num_samples

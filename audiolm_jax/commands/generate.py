@@ -44,6 +44,7 @@ def _add_models(p: argparse.ArgumentParser) -> None:
     s.add_argument("--semantic-rate", type=float, default=None,
                    help="deduplicated semantic tokens per second (default: measured on the "
                         "prompt; 18 without one)")
+    # lm.attention.KV_CACHES, spelled out: `--help` imports no jax.
     s.add_argument("--kv-cache", choices=("compute", "int8"), default="compute",
                    help="int8: keys and values stored as int8 with a scale per position and "
                         "head, half the memory a large batch reads per step; logits differ "

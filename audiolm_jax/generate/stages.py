@@ -12,8 +12,8 @@ the id range its layout implies. Stages 1 and 2 slide a window over sequences lo
 training crops (`timing.sliding_windows`): each call's prompt is BOS plus the last part of what
 exists, as a training crop taken mid-utterance would be. Stage 3 batches every chunk of every
 row in one sampling call (split into `max_batch` rows where memory asks for it). `loop` (a
-`sampling.DecodeLoop`) says how the sampling loops compile: bucketed shapes, cache phases, the
-KV cache's storage.
+`sampling.DecodeLoop`) says how the sampling loops compile: bucketed shapes, cache phases,
+unrolling, the KV cache's storage.
 """
 from __future__ import annotations
 
