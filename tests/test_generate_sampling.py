@@ -238,6 +238,9 @@ def test_int8_kv_cache_stays_close_to_the_exact_cache(model):
     greedy = {kv: sample(model, prompts, 12, rng=jax.random.key(0), config=SamplingConfig(0.0),
                          kv_cache=kv) for kv in ("compute", "int8")}
     np.testing.assert_array_equal(greedy["int8"], greedy["compute"])
+    phased = sample(model, prompts, 12, rng=jax.random.key(0), config=SamplingConfig(0.0),
+                    kv_cache="int8", cache_phases=3)          # the scales sliced with the cache
+    np.testing.assert_array_equal(phased, greedy["int8"])
     assert model.init_cache(2, 10, "int8")[0].key.dtype == jnp.int8
     with pytest.raises(ValueError, match="kv_cache 'fp4' is not one of"):
         sample(model, prompts, 2, rng=jax.random.key(0), kv_cache="fp4")
