@@ -1,0 +1,156 @@
+"""Causal attention kernels alone, forward + backward, at a stage's training shape (issue #7).
+
+The stage-2 profile (docs/RESULTS.md) puts 34% of a step in cuDNN flash attention *with* the
+learned T5 bias (~150 TFLOP/s counted causally) plus a separate bias-gradient kernel. Before
+building an attention that keeps the bias out of the flash kernel (T5 buckets make the bias one
+constant for every offset >= 128, so only a 128-wide band needs it), this measures what such a
+design would cost, piece by piece, on the device at hand:
+
+  cudnn_bias       the model's path: `fast_causal_attention` with the Toeplitz bias, gradients
+                   into q, k, v and the [heads, buckets] table
+  cudnn_no_bias    the same kernel without a bias (the floor for the far part)
+  cudnn_no_bias_d72  head size padded 64 -> 72 (room for two extra value columns, which is
+                   what recovering the far part's softmax normaliser would take)
+  xla_band         XLA attention over the 128-wide band only, with the bias: blocks of 128
+                   queries against their own and the previous block's keys
+
+Each row: median ms of a jitted value-and-grad over `--steps` calls and TFLOP/s with the causal
+FLOP count (forward 2 * 2 B H T^2 D / 2, backward 2.5x the forward).
+
+    python3 benchmarks/attention_kernels.py --out results/attention_kernels.json
+    python3 benchmarks/attention_kernels.py --tiny      # CPU smoke (XLA everywhere)
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from audiolm_jax.lm import attention  # noqa: E402
+from audiolm_jax.lm.relative_bias import RelativePositionBias  # noqa: E402
+from train_stage import STAGES  # noqa: E402
+
+VARIANTS = ("cudnn_bias", "cudnn_no_bias", "cudnn_no_bias_d72", "xla_band")
+
+
+def unbiased(query, key, value):
+    if attention.cudnn_supported(query, key):
+        return attention.even_length_attention(query, key, value, None, "cudnn")
+    return jax.nn.dot_product_attention(query, key, value, is_causal=True)
+
+
+def band_attention(query, key, value, bias_row, width):
+    """Attention of each query over the `width` keys ending at its own position, with the bias.
+
+    `bias_row`: [heads, width], the bias of offsets 0 .. width - 1 (query minus key). Queries in
+    blocks of `width`; each block reads its own and the previous block's keys (zeros before 0).
+    """
+    batch, length, heads, dim = query.shape
+    blocks = -(-length // width)
+    pad = blocks * width - length
+    q, k, v = (jnp.pad(x, ((0, 0), (0, pad), (0, 0), (0, 0))) for x in (query, key, value))
+    q = q.reshape(batch, blocks, width, heads, dim)
+    k, v = (jnp.pad(x, ((0, 0), (width, 0), (0, 0), (0, 0))) for x in (k, v))
+    windows = jnp.arange(blocks)[:, None] * width + jnp.arange(2 * width)[None]  # [blocks, 2w]
+    kw, vw = k[:, windows], v[:, windows]                        # [b, blocks, 2w, h, d]
+    logits = jnp.einsum("bnqhd,bnkhd->bnhqk", q, kw, preferred_element_type=jnp.float32)
+    offset = width + jnp.arange(width)[:, None] - jnp.arange(2 * width)[None]   # q - k, [w, 2w]
+    position = jnp.arange(blocks)[:, None, None] * width + jnp.arange(2 * width)[None, None] - width
+    valid = (offset >= 0) & (offset < width)
+    valid = valid[None] & (position >= 0)                         # [blocks, w, 2w]
+    bias = jnp.take(bias_row, jnp.clip(offset, 0, width - 1), axis=1)  # [h, w, 2w]
+    logits = logits / np.sqrt(dim) + bias[None, None]
+    logits = jnp.where(valid[None, :, None], logits, -1e30)
+    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bnhqk,bnkhd->bnqhd", weights, vw)
+    return out.reshape(batch, blocks * width, heads, dim)[:, :length]
+
+
+def make_step(variant, length, heads, width=128):
+    """jit(value_and_grad) of sum(attention * cotangent) in q, k, v and the bias table."""
+    graphdef, state = nnx.split(RelativePositionBias(heads, rngs=nnx.Rngs(0)))
+
+    def loss(q, k, v, table, cotangent):
+        bias = nnx.merge(graphdef, jax.tree.map(lambda _: table, state))
+        if variant == "cudnn_bias":
+            out = attention.fast_causal_attention(q, k, v, bias.square(length)[None])
+        elif variant == "cudnn_no_bias":
+            out = unbiased(q, k, v)
+        elif variant == "cudnn_no_bias_d72":
+            widen = lambda x: jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, 8)))  # noqa: E731
+            out = unbiased(widen(q), widen(k), widen(v))[..., :q.shape[-1]]
+        else:
+            row = bias(jnp.zeros((1,), jnp.int32), -jnp.arange(width))[:, 0]  # offsets 0..w-1
+            out = band_attention(q, k, v, row, width)
+        return jnp.sum(out.astype(jnp.float32) * cotangent)
+
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3)))
+
+
+def time_variant(variant, batch, length, heads, dim, dtype, steps) -> dict:
+    rng = np.random.default_rng(0)
+    q, k, v = (jnp.asarray(rng.standard_normal((batch, length, heads, dim)), dtype)
+               for _ in range(3))
+    cotangent = jnp.asarray(rng.standard_normal((batch, length, heads, dim)), jnp.float32)
+    table = jnp.asarray(rng.standard_normal((heads, 32)) * 0.1, jnp.float32)
+    step = make_step(variant, length, heads)
+    t0 = time.perf_counter()
+    jax.block_until_ready(step(q, k, v, table, cotangent))
+    compile_s = time.perf_counter() - t0
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        jax.block_until_ready(step(q, k, v, table, cotangent))
+        times.append(time.perf_counter() - t)
+    seconds = float(np.median(times))
+    causal_flops = 3.5 * 2 * batch * heads * length**2 * dim  # (fwd + 2.5 fwd), half of 4BHT^2D
+    return {"variant": variant, "ms": 1e3 * seconds, "first_call_s": compile_s,
+            "tflops_causal_count": causal_flops / seconds / 1e12}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stage", default="stage2", choices=sorted(STAGES))
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--heads", type=int, default=16)
+    p.add_argument("--head-dim", type=int, default=64)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=VARIANTS)
+    p.add_argument("--tiny", action="store_true", help="batch 1, 2 heads, length 300 (CPU smoke)")
+    p.add_argument("--out", default=os.path.join(ROOT, "results", "attention_kernels.json"))
+    args = p.parse_args()
+    length = STAGES[args.stage][0]
+    batch, heads, dtype = args.batch, args.heads, jnp.bfloat16
+    if args.tiny:
+        batch, heads, length, dtype = 1, 2, 300, jnp.float32
+    out = {"command": " ".join(["python3", "benchmarks/attention_kernels.py", *sys.argv[1:]]),
+           "date": datetime.date.today().isoformat(), "device": jax.devices()[0].device_kind,
+           "jax": jax.__version__, "shape": {"batch": batch, "length": length, "heads": heads,
+                                             "head_dim": args.head_dim}, "variants": []}
+    for variant in args.variants:
+        try:
+            row = time_variant(variant, batch, length, heads, args.head_dim, dtype, args.steps)
+        except Exception as e:  # noqa: BLE001 - a refused kernel is a result too
+            row = {"variant": variant, "error": f"{type(e).__name__}: {e}"[:400]}
+        out["variants"].append(row)
+        print(json.dumps(row), flush=True)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(out, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
