@@ -13,6 +13,11 @@ design would cost, piece by piece, on the device at hand:
                    what recovering the far part's softmax normaliser would take)
   xla_band         XLA attention over the 128-wide band only, with the bias: blocks of 128
                    queries against their own and the previous block's keys
+  split            `audiolm_jax.lm.split_attention`: the band in XLA + the far part through
+                   the unbiased kernel (head size 72 with the normaliser columns), merged
+
+Rows with a bias also give the forward output's largest error against an f32 reference
+(einsum, full bias, f32 softmax), relative to the reference's largest magnitude.
 
 Each row: median ms of a jitted value-and-grad over `--steps` calls and TFLOP/s with the causal
 FLOP count (forward 2 * 2 B H T^2 D / 2, backward 2.5x the forward).
@@ -40,42 +45,16 @@ from flax import nnx  # noqa: E402
 
 from audiolm_jax.lm import attention  # noqa: E402
 from audiolm_jax.lm.relative_bias import RelativePositionBias  # noqa: E402
+from audiolm_jax.lm.split_attention import band_attention, split_bias_attention  # noqa: E402
 from train_stage import STAGES  # noqa: E402
 
-VARIANTS = ("cudnn_bias", "cudnn_no_bias", "cudnn_no_bias_d72", "xla_band")
+VARIANTS = ("cudnn_bias", "cudnn_no_bias", "cudnn_no_bias_d72", "xla_band", "split")
 
 
 def unbiased(query, key, value):
     if attention.cudnn_supported(query, key):
         return attention.even_length_attention(query, key, value, None, "cudnn")
     return jax.nn.dot_product_attention(query, key, value, is_causal=True)
-
-
-def band_attention(query, key, value, bias_row, width):
-    """Attention of each query over the `width` keys ending at its own position, with the bias.
-
-    `bias_row`: [heads, width], the bias of offsets 0 .. width - 1 (query minus key). Queries in
-    blocks of `width`; each block reads its own and the previous block's keys (zeros before 0).
-    """
-    batch, length, heads, dim = query.shape
-    blocks = -(-length // width)
-    pad = blocks * width - length
-    q, k, v = (jnp.pad(x, ((0, 0), (0, pad), (0, 0), (0, 0))) for x in (query, key, value))
-    q = q.reshape(batch, blocks, width, heads, dim)
-    k, v = (jnp.pad(x, ((0, 0), (width, 0), (0, 0), (0, 0))) for x in (k, v))
-    windows = jnp.arange(blocks)[:, None] * width + jnp.arange(2 * width)[None]  # [blocks, 2w]
-    kw, vw = k[:, windows], v[:, windows]                        # [b, blocks, 2w, h, d]
-    logits = jnp.einsum("bnqhd,bnkhd->bnhqk", q, kw, preferred_element_type=jnp.float32)
-    offset = width + jnp.arange(width)[:, None] - jnp.arange(2 * width)[None]   # q - k, [w, 2w]
-    position = jnp.arange(blocks)[:, None, None] * width + jnp.arange(2 * width)[None, None] - width
-    valid = (offset >= 0) & (offset < width)
-    valid = valid[None] & (position >= 0)                         # [blocks, w, 2w]
-    bias = jnp.take(bias_row, jnp.clip(offset, 0, width - 1), axis=1)  # [h, w, 2w]
-    logits = logits / np.sqrt(dim) + bias[None, None]
-    logits = jnp.where(valid[None, :, None], logits, -1e30)
-    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bnhqk,bnkhd->bnqhd", weights, vw)
-    return out.reshape(batch, blocks * width, heads, dim)[:, :length]
 
 
 def make_step(variant, length, heads, width=128):
@@ -93,10 +72,25 @@ def make_step(variant, length, heads, width=128):
             out = unbiased(widen(q), widen(k), widen(v))[..., :q.shape[-1]]
         else:
             row = bias(jnp.zeros((1,), jnp.int32), -jnp.arange(width))[:, 0]  # offsets 0..w-1
-            out = band_attention(q, k, v, row, width)
-        return jnp.sum(out.astype(jnp.float32) * cotangent)
+            if variant == "xla_band":
+                out = band_attention(q, k, v, row, 1.0 / np.sqrt(q.shape[-1]))[0]
+            else:
+                out = split_bias_attention(q, k, v, row, bias.embedding[...][:, -1])
+        return jnp.sum(out.astype(jnp.float32) * cotangent), out
 
-    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3)))
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3), has_aux=True))
+
+
+def reference_error(out, q, k, v, table) -> float:
+    """max |out - f32 reference| / max |reference|."""
+    heads, length = q.shape[2], q.shape[1]
+    graphdef, state = nnx.split(RelativePositionBias(heads, rngs=nnx.Rngs(0)))
+    bias = nnx.merge(graphdef, jax.tree.map(lambda _: table, state)).square(length)[None]
+    positions = jnp.arange(length)
+    f32 = lambda x: x.astype(jnp.float32)  # noqa: E731
+    ref = jax.jit(attention.reference_attention)(f32(q), f32(k), f32(v), bias,
+                                                 attention.causal_mask(positions, positions))
+    return float(jnp.max(jnp.abs(out.astype(jnp.float32) - ref)) / jnp.max(jnp.abs(ref)))
 
 
 def time_variant(variant, batch, length, heads, dim, dtype, steps) -> dict:
@@ -107,7 +101,7 @@ def time_variant(variant, batch, length, heads, dim, dtype, steps) -> dict:
     table = jnp.asarray(rng.standard_normal((heads, 32)) * 0.1, jnp.float32)
     step = make_step(variant, length, heads)
     t0 = time.perf_counter()
-    jax.block_until_ready(step(q, k, v, table, cotangent))
+    (_, out), _ = jax.block_until_ready(step(q, k, v, table, cotangent))
     compile_s = time.perf_counter() - t0
     times = []
     for _ in range(steps):
@@ -116,8 +110,11 @@ def time_variant(variant, batch, length, heads, dim, dtype, steps) -> dict:
         times.append(time.perf_counter() - t)
     seconds = float(np.median(times))
     causal_flops = 3.5 * 2 * batch * heads * length**2 * dim  # (fwd + 2.5 fwd), half of 4BHT^2D
-    return {"variant": variant, "ms": 1e3 * seconds, "first_call_s": compile_s,
-            "tflops_causal_count": causal_flops / seconds / 1e12}
+    row = {"variant": variant, "ms": 1e3 * seconds, "first_call_s": compile_s,
+           "tflops_causal_count": causal_flops / seconds / 1e12}
+    if variant in ("cudnn_bias", "split"):
+        row["relative_error_vs_f32"] = reference_error(out, q, k, v, table)
+    return row
 
 
 def main() -> int:

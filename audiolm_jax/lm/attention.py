@@ -84,20 +84,23 @@ def _pad_length(x: jax.Array, axes: tuple[int, ...], multiple: int) -> jax.Array
 
 
 def even_length_attention(query: jax.Array, key: jax.Array, value: jax.Array,
-                          bias: jax.Array | None, implementation: str | None) -> jax.Array:
+                          bias: jax.Array | None, implementation: str | None,
+                          scale: float | None = None) -> jax.Array:
     """Causal `dot_product_attention` with the length padded to even by one position at the end.
 
     cuDNN refuses odd lengths with a bias, and the paper's stage 2 (250 + 1 + 2000 = 2251) and
     stage 3 (1801) are odd. The causal mask keeps every real query from seeing the padded key,
     and the padded query's output is dropped, so the result equals the unpadded attention.
-    `bias=None` attends without a bias (benchmarks/lm_step_profile.py's `no_bias` ablation).
+    `bias=None` attends without a bias (`split_attention`'s far part, lm_step_profile.py's
+    `no_bias` ablation); `scale` defaults to
+    1 / sqrt(head_dim).
     """
     length = query.shape[1]
     query, key, value = (_pad_length(x, (1,), 2) for x in (query, key, value))
     if bias is not None:
         bias = jnp.broadcast_to(bias, bias.shape[:2] + (length, length))
         bias = _pad_length(bias, (2, 3), 2).astype(query.dtype)
-    out = jax.nn.dot_product_attention(query, key, value, bias=bias, is_causal=True,
+    out = jax.nn.dot_product_attention(query, key, value, bias=bias, scale=scale, is_causal=True,
                                        implementation=implementation)
     return out[:, :length]
 

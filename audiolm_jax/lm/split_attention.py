@@ -1,0 +1,135 @@
+"""Causal attention with a T5 bias, split so the flash kernel never sees a bias.
+
+A causal T5 bias depends on the offset o = query - key only through its bucket, and every
+offset o >= max_distance falls in the last bucket: beyond a band of `width = max_distance`
+keys the bias is one constant `far` per head. So
+
+  softmax over keys of (s_qk + b(q - k))  =  merge of two softmaxes:
+    band: keys q - width < k <= q, bias b(q - k)   (XLA, blocks of `width` queries)
+    far:  keys k <= q - width, bias `far`           (a plain causal flash kernel, no bias)
+
+merged by their log-normalisers. A flash kernel returns only its normalised output, so the far
+part carries its normaliser in its output: a "sink" key with logit 0 is put before the first
+key, and the values get two extra columns, [v, 1, 0] for real keys and [0, 0, 1] for the sink.
+With Z = sum of exp(logits) over the real keys, the kernel's output is
+
+  [Z o / (Z + 1),  Z / (Z + 1),  1 / (Z + 1)]  =:  [a, m, e],   so  Z = m / e,
+
+and the merged output is (Zb ob + exp(far) a / e) / (Zb + exp(far) m / e). Gradients follow
+through the kernel's own backward pass. Why: cuDNN's flash kernels with a bias input run at
+about half their unbiased speed and add a bias-gradient kernel over the whole T x T square
+(docs/RESULTS.md, issue #7); here the bias touches only T x 2 width logits.
+
+Shapes as in `attention`: query/key/value [batch, length, heads, head_dim].
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from audiolm_jax.lm.attention import cudnn_supported, even_length_attention
+
+# attend(query, key, value, scale) -> causal softmax attention without a bias, normalised.
+Attend = Callable[[jax.Array, jax.Array, jax.Array, float], jax.Array]
+
+
+def flash_attend(query, key, value, scale):
+    """cuDNN flash attention where it applies (lengths padded to even), else XLA's."""
+    if cudnn_supported(query, key):
+        return even_length_attention(query, key, value, None, "cudnn", scale)
+    return jax.nn.dot_product_attention(query, key, value, scale=scale, is_causal=True)
+
+
+def band_attention(query: jax.Array, key: jax.Array, value: jax.Array, band_bias: jax.Array,
+                   scale: float) -> tuple[jax.Array, jax.Array]:
+    """Each query over the `width` keys ending at its own position, with bias `band_bias[:, o]`
+    at offset o = query - key.
+
+    Queries go in blocks of `width`; a block reads its own and the previous block's keys.
+    Returns the normalised output [batch, length, heads, head_dim] (f32) and the log-normaliser
+    [batch, length, heads] (f32) of the biased logits.
+    """
+    batch, length, heads, dim = query.shape
+    width = band_bias.shape[1]
+    blocks = -(-length // width)
+    pad = ((0, 0), (0, blocks * width - length), (0, 0), (0, 0))
+    q = jnp.pad(query, pad).reshape(batch, blocks, width, heads, dim)
+    before = ((0, 0), (width, 0), (0, 0), (0, 0))
+    k, v = (jnp.pad(jnp.pad(x, pad), before) for x in (key, value))
+    windows = jnp.arange(blocks)[:, None] * width + jnp.arange(2 * width)[None]  # [n, 2w]
+    k, v = k[:, windows], v[:, windows]                                # [b, n, 2w, h, d]
+    offset = width + jnp.arange(width)[:, None] - jnp.arange(2 * width)[None]    # [w, 2w]
+    key_position = windows - width                                     # [n, 2w]
+    valid = (offset >= 0) & (offset < width)
+    valid = valid[None] & (key_position >= 0)[:, None, :]              # [n, w, 2w]
+    bias = jnp.take(band_bias.astype(jnp.float32), jnp.clip(offset, 0, width - 1), axis=1)
+    logits = jnp.einsum("bnqhd,bnkhd->bnhqk", q, k, preferred_element_type=jnp.float32)
+    logits = jnp.where(valid[None, :, None], logits * scale + bias[None, None], -jnp.inf)
+    lse = jax.nn.logsumexp(logits, axis=-1)                            # [b, n, h, w]
+    weights = jnp.exp(logits - lse[..., None])
+    out = jnp.einsum("bnhqk,bnkhd->bnqhd", weights.astype(value.dtype), v,
+                     preferred_element_type=jnp.float32)
+    out = out.reshape(batch, blocks * width, heads, dim)[:, :length]
+    lse = jnp.moveaxis(lse, 2, 3).reshape(batch, blocks * width, heads)[:, :length]
+    return out, lse
+
+
+def far_attention(query: jax.Array, key: jax.Array, value: jax.Array, width: int, scale: float,
+                  attend: Attend) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Unbiased causal attention of query q over keys k <= q - width, with its normaliser.
+
+    Only queries from `width - 1` on take part (row 0 of the result is query width - 1, which
+    sees the sink alone). Returns (a, m, e) as in the module docstring, each for queries
+    width - 1 .. length - 1: a [b, n, h, d], m and e [b, n, h], all f32.
+    """
+    batch, length, heads, dim = query.shape
+    rows = length - width + 1
+    extra = 2 + (-(dim + 2)) % 8                       # two columns, head size kept a multiple of 8
+    zeros = lambda n, d: jnp.zeros((batch, n, heads, d), query.dtype)  # noqa: E731
+    ones = jnp.ones((batch, rows - 1, heads, 1), value.dtype)
+    q = jnp.concatenate([query[:, width - 1:], zeros(rows, extra)], -1)
+    k = jnp.concatenate([zeros(1, dim + extra), jnp.concatenate(
+        [key[:, :rows - 1], zeros(rows - 1, extra)], -1)], 1)
+    sink = jnp.zeros((batch, 1, heads, dim + extra), value.dtype).at[..., dim + 1].set(1)
+    v = jnp.concatenate([sink, jnp.concatenate(
+        [value[:, :rows - 1], ones, zeros(rows - 1, extra - 1)], -1)], 1)
+    out = attend(q, k, v, scale).astype(jnp.float32)
+    return out[..., :dim], out[..., dim], out[..., dim + 1]
+
+
+def split_bias_attention(query: jax.Array, key: jax.Array, value: jax.Array,
+                         band_bias: jax.Array, far_bias: jax.Array,
+                         attend: Attend = flash_attend) -> jax.Array:
+    """Causal attention with bias `band_bias[h, q - k]` for q - k < width and `far_bias[h]`
+    beyond; equals `reference_attention` with that bias and a causal mask.
+
+    Args:
+      query, key, value: [batch, length, heads, head_dim].
+      band_bias: [heads, width], width = the T5 bias's max_distance.
+      far_bias: [heads], the bias of every offset >= width (the last bucket's value).
+      attend: the unbiased causal kernel for the far part (cuDNN flash on GPUs).
+    Returns:
+      [batch, length, heads, head_dim] in `value.dtype`.
+    """
+    length, dim = query.shape[1], query.shape[3]
+    width = band_bias.shape[1]
+    scale = 1.0 / np.sqrt(dim)
+    out, lse = band_attention(query, key, value, band_bias, scale)
+    if length < width:                 # no query reaches past the band
+        return out.astype(value.dtype)
+    a, m, e = far_attention(query, key, value, width, scale, attend)
+    far = far_bias.astype(jnp.float32)
+    # log of exp(far) * Z with Z = m / e; rows that see only the sink (m = 0) get -inf. The
+    # clamp keeps log's gradient finite where the `where` discards it.
+    tiny = np.finfo(np.float32).tiny
+    far_lse = jnp.where(m > 0, far + jnp.log(jnp.maximum(m, tiny)) - jnp.log(jnp.maximum(e, tiny)),
+                        -jnp.inf)
+    band_lse = lse[:, width - 1:]
+    total = jnp.logaddexp(band_lse, far_lse)
+    # exp(far) a / e / exp(total): the far part's share of the merged numerator.
+    far_out = a * (jnp.exp(far - total) / jnp.maximum(e, tiny))[..., None]
+    merged = out[:, width - 1:] * jnp.exp(band_lse - total)[..., None] + far_out
+    return jnp.concatenate([out[:, :width - 1], merged], 1).astype(value.dtype)

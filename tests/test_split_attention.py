@@ -1,0 +1,73 @@
+"""split_bias_attention equals causal attention with the full T5 bias, values and gradients."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from audiolm_jax.lm.attention import causal_mask, reference_attention
+from audiolm_jax.lm.relative_bias import relative_position_bucket
+from audiolm_jax.lm.split_attention import band_attention, split_bias_attention
+
+HEADS, DIM, WIDTH = 3, 16, 128
+
+
+def full_bias_attention(q, k, v, table):
+    positions = jnp.arange(q.shape[1])
+    buckets = relative_position_bucket(positions[None, :] - positions[:, None])
+    bias = jnp.take(table, buckets, axis=1)[None]
+    return reference_attention(q, k, v, bias, causal_mask(positions, positions))
+
+
+def split(q, k, v, table):
+    band = jnp.take(table, relative_position_bucket(-jnp.arange(WIDTH)), axis=1)
+    return split_bias_attention(q, k, v, band, table[:, -1])
+
+
+def operands(length, seed=0, spread=1.5):
+    rng = np.random.default_rng(seed)
+    q, k, v = (jnp.asarray(rng.standard_normal((2, length, HEADS, DIM)) * spread, jnp.float32)
+               for _ in range(3))
+    table = jnp.asarray(rng.standard_normal((HEADS, 32)), jnp.float32)
+    return q, k, v, table
+
+
+@pytest.mark.parametrize("length", [50, 127, 128, 129, 301])
+def test_equals_full_bias_attention(length):
+    args = operands(length)
+    np.testing.assert_allclose(split(*args), full_bias_attention(*args), atol=2e-5, rtol=2e-5)
+
+
+def test_gradients_equal_in_queries_keys_values_and_table():
+    args = operands(300, seed=1)
+    cotangent = jnp.asarray(np.random.default_rng(2).standard_normal((2, 300, HEADS, DIM)),
+                            jnp.float32)
+    grad = lambda f: jax.grad(lambda *a: jnp.sum(f(*a) * cotangent), argnums=(0, 1, 2, 3))(*args)  # noqa: E731
+    for got, want in zip(grad(split), grad(full_bias_attention)):
+        np.testing.assert_allclose(got, want, atol=1e-4 * float(jnp.max(jnp.abs(want))), rtol=0)
+
+
+def test_far_bias_matters():
+    # A wrong far constant changes the result (the far part is really merged, not dropped).
+    q, k, v, table = operands(300, seed=3, spread=0.3)
+    band = jnp.take(table, relative_position_bucket(-jnp.arange(WIDTH)), axis=1)
+    right = split_bias_attention(q, k, v, band, table[:, -1])
+    wrong = split_bias_attention(q, k, v, band, table[:, -1] + 2.0)
+    assert float(jnp.max(jnp.abs(right - wrong))) > 1e-2
+    np.testing.assert_allclose(right[:, :WIDTH], wrong[:, :WIDTH])   # only the band reaches them
+
+
+def test_band_attention_normaliser():
+    q, k, v, table = operands(200, seed=4)
+    band = jnp.take(table, relative_position_bucket(-jnp.arange(WIDTH)), axis=1)
+    _, lse = band_attention(q, k, v, band, 1.0 / np.sqrt(DIM))
+    i = 150  # keys 23..150
+    logits = (jnp.einsum("bhd,bkhd->bhk", q[:, i], k[:, i - WIDTH + 1:i + 1]) / np.sqrt(DIM)
+              + band[:, ::-1][None])
+    np.testing.assert_allclose(lse[:, i], jax.nn.logsumexp(logits, axis=-1), rtol=1e-5)
+
+
+def test_bfloat16_close_to_f32():
+    q, k, v, table = operands(301, seed=5)
+    want = full_bias_attention(q, k, v, table)
+    got = split(*(x.astype(jnp.bfloat16) for x in (q, k, v)), table).astype(jnp.float32)
+    assert float(jnp.max(jnp.abs(got - want)) / jnp.max(jnp.abs(want))) < 0.03
