@@ -1,9 +1,14 @@
 """split_bias_attention equals causal attention with the full T5 bias, values and gradients."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
+from audiolm_jax.lm.config import TransformerConfig
+from audiolm_jax.lm.transformer import Transformer
 from audiolm_jax.lm.attention import causal_mask, reference_attention
 from audiolm_jax.lm.relative_bias import relative_position_bucket
 from audiolm_jax.lm.split_attention import band_attention, split_bias_attention
@@ -71,3 +76,21 @@ def test_bfloat16_close_to_f32():
     want = full_bias_attention(q, k, v, table)
     got = split(*(x.astype(jnp.bfloat16) for x in (q, k, v)), table).astype(jnp.float32)
     assert float(jnp.max(jnp.abs(got - want)) / jnp.max(jnp.abs(want))) < 0.03
+
+
+def test_split_model_matches_reference_model_and_gradients():
+    """The Transformer's "split" path (bias band of 16, sequences of 40) against "reference"."""
+    base = TransformerConfig(vocab_size=195, num_layers=2, num_heads=4, d_model=64, d_ff=128,
+                             dropout_rate=0.0, relative_buckets=8, relative_max_distance=16)
+    tokens = jnp.asarray(np.random.default_rng(6).integers(0, 195, (2, 40)), jnp.int32)
+
+    def loss_and_grads(attention):
+        model = Transformer(dataclasses.replace(base, attention=attention), rngs=nnx.Rngs(0))
+        graphdef, params = nnx.split(model)
+        loss = lambda p: jnp.mean(nnx.merge(graphdef, p)(tokens) ** 2)  # noqa: E731
+        return jax.value_and_grad(loss)(params)
+
+    (split_loss, split_grads), (ref_loss, ref_grads) = map(loss_and_grads, ("split", "reference"))
+    np.testing.assert_allclose(split_loss, ref_loss, rtol=1e-5)
+    for got, want in zip(jax.tree.leaves(split_grads), jax.tree.leaves(ref_grads)):
+        np.testing.assert_allclose(got, want, atol=1e-5 * (1 + float(jnp.max(jnp.abs(want)))))

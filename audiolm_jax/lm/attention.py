@@ -6,6 +6,8 @@
   cuDNN flash attention on GPUs when dtype, head size and lengths allow it, else XLA's fused
   implementation. Neither path applies dropout to the attention weights (flash kernels cannot),
   so the model's dropout sits on the residual branches and the feed-forward hidden layer.
+- `split_bias_attention` (lm/split_attention.py): the bias on a 128-wide band in XLA, the rest
+  through an unbiased flash kernel; exact, for when a biased flash kernel is slow.
 - `LayerCache`: per-layer keys/values of a fixed `max_len`, written with
   `lax.dynamic_update_slice` so decoding runs inside `lax.scan`/`while_loop`; in the compute
   dtype, or int8 with one scale per (position, head) (`KV_CACHES`): half the bytes a large-batch
@@ -24,8 +26,15 @@ import numpy as np
 from flax import nnx
 
 from audiolm_jax.lm.params import logical_param
+from audiolm_jax.lm.split_attention import split_bias_attention
 
-ATTENTION_PATHS = ("fast", "reference")
+ATTENTION_PATHS = ("fast", "reference", "split")
+
+
+class SplitBias(NamedTuple):
+    """The T5 bias as `split_attention` takes it: [heads, band width] and [heads]."""
+    band: jax.Array
+    far: jax.Array
 
 # Added to masked logits in f32; large enough to zero the softmax weight, finite so a fully
 # masked row cannot make NaNs.
@@ -116,6 +125,14 @@ def fast_causal_attention(query: jax.Array, key: jax.Array, value: jax.Array,
                                         is_causal=True, implementation=implementation)
 
 
+def unbiased_flash_attention(query: jax.Array, key: jax.Array, value: jax.Array,
+                             scale: float) -> jax.Array:
+    """Causal attention without a bias: cuDNN flash where it applies, else XLA's."""
+    if cudnn_supported(query, key):
+        return even_length_attention(query, key, value, None, "cudnn", scale)
+    return jax.nn.dot_product_attention(query, key, value, scale=scale, is_causal=True)
+
+
 KV_CACHES = ("compute", "int8")
 
 
@@ -185,14 +202,17 @@ class SelfAttention(nnx.Module):
 
         Args:
           x: [batch, length, embed] in the compute dtype.
-          bias: [1, heads, length, length] relative position bias.
-          path: "fast" or "reference".
+          bias: [1, heads, length, length] relative position bias; a `SplitBias` for "split".
+          path: one of `ATTENTION_PATHS`.
         Returns:
           [batch, length, embed].
         """
         query, key, value = self._project(x, constrain)
         if path == "fast":
             attended = fast_causal_attention(query, key, value, bias)
+        elif path == "split":
+            attended = split_bias_attention(query, key, value, bias.band, bias.far,
+                                            unbiased_flash_attention)
         elif path == "reference":
             positions = jnp.arange(x.shape[1])
             attended = reference_attention(query, key, value, bias, causal_mask(positions, positions))

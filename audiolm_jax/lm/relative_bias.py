@@ -88,6 +88,13 @@ class RelativePositionBias(nnx.Module):
         skewed = copies[:, length - 1:length - 1 + length * stride]
         return skewed.reshape(heads, length, stride)[:, :, :length]
 
+    def split(self) -> tuple[jax.Array, jax.Array]:
+        """(band [heads, max_distance], far [heads]) in float32: the bias of offsets
+        0 .. max_distance - 1 (query minus key), and of every larger offset, which all fall in
+        the last bucket (`split_attention` relies on that)."""
+        band = self._gather(-jnp.arange(self.max_distance))
+        return band, self.embedding[...][:, self.num_buckets - 1].astype(jnp.float32)
+
     def _gather(self, relative: jax.Array) -> jax.Array:
         buckets = relative_position_bucket(relative, bidirectional=False,
                                            num_buckets=self.num_buckets,

@@ -30,16 +30,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from audiolm_jax.lm.attention import cudnn_supported, even_length_attention
-
 # attend(query, key, value, scale) -> causal softmax attention without a bias, normalised.
 Attend = Callable[[jax.Array, jax.Array, jax.Array, float], jax.Array]
 
 
-def flash_attend(query, key, value, scale):
-    """cuDNN flash attention where it applies (lengths padded to even), else XLA's."""
-    if cudnn_supported(query, key):
-        return even_length_attention(query, key, value, None, "cudnn", scale)
+def xla_attend(query, key, value, scale):
     return jax.nn.dot_product_attention(query, key, value, scale=scale, is_causal=True)
 
 
@@ -102,7 +97,7 @@ def far_attention(query: jax.Array, key: jax.Array, value: jax.Array, width: int
 
 def split_bias_attention(query: jax.Array, key: jax.Array, value: jax.Array,
                          band_bias: jax.Array, far_bias: jax.Array,
-                         attend: Attend = flash_attend) -> jax.Array:
+                         attend: Attend = xla_attend) -> jax.Array:
     """Causal attention with bias `band_bias[h, q - k]` for q - k < width and `far_bias[h]`
     beyond; equals `reference_attention` with that bias and a causal mask.
 
@@ -110,7 +105,8 @@ def split_bias_attention(query: jax.Array, key: jax.Array, value: jax.Array,
       query, key, value: [batch, length, heads, head_dim].
       band_bias: [heads, width], width = the T5 bias's max_distance.
       far_bias: [heads], the bias of every offset >= width (the last bucket's value).
-      attend: the unbiased causal kernel for the far part (cuDNN flash on GPUs).
+      attend: the unbiased causal kernel for the far part (`attention.unbiased_flash_attention`
+        picks cuDNN's on GPUs).
     Returns:
       [batch, length, heads, head_dim] in `value.dtype`.
     """

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from audiolm_jax.lm.attention import ActivationConstraint, LayerCache, SelfAttention
+from audiolm_jax.lm.attention import ActivationConstraint, LayerCache, SelfAttention, SplitBias
 from audiolm_jax.lm.config import TransformerConfig
 from audiolm_jax.lm.params import logical_param
 from audiolm_jax.lm.relative_bias import RelativePositionBias
@@ -151,7 +151,10 @@ class Transformer(nnx.Module):
                              f"dropout_rate={config.dropout_rate}; pass one or set train=False")
         keys = _split(dropout_rng if train else None, config.num_layers + 2)
         x = dropout(self._embed(tokens), config.dropout_rate, keys[0])
-        bias = self.relative_bias.square(tokens.shape[1])[None].astype(x.dtype)
+        if config.attention == "split":
+            bias = SplitBias(*self.relative_bias.split())
+        else:
+            bias = self.relative_bias.square(tokens.shape[1])[None].astype(x.dtype)
         run_block = self._block_runner()
         for block, key in zip(self.blocks, keys[1:-1]):
             x = run_block(block, x, bias, key)
