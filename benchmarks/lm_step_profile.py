@@ -9,6 +9,8 @@ remove one cost, and profiles the baseline on the GPU, summing kernel time by ca
   no_dropout    dropout 0 (the cost of all dropout masks)
   frozen_bias   the relative bias outside the gradient (the cost of the bias gradient)
   no_bias       attention without any bias (the cost of the bias inside the attention kernel)
+  split         the "split" attention path (the bias on a 128-wide band in XLA, the rest
+                through the unbiased flash kernel; lm/split_attention.py): a real option
   batch_<n>     the baseline at another batch size
 
 The ablations are measurements, not training options: `frozen_bias` and `no_bias` patch the
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import json
 import os
@@ -48,7 +51,7 @@ from audiolm_jax.lm.transformer import Transformer  # noqa: E402
 from kernel_trace import kernel_summary  # noqa: E402
 from train_stage import STAGES, paper_config  # noqa: E402
 
-VARIANTS = ("baseline", "rbg", "no_dropout", "frozen_bias", "no_bias")
+VARIANTS = ("baseline", "rbg", "no_dropout", "frozen_bias", "no_bias", "split")
 
 
 @contextlib.contextmanager
@@ -103,6 +106,8 @@ def time_variant(variant, config, batch, length, prefix, steps, profile_dir=None
     prng = "rbg" if variant == "rbg" else "threefry2x32"
     if variant == "no_dropout":
         config = paper_config(config.d_model < 1024, config.remat, dropout=0.0)
+    elif variant == "split":
+        config = dataclasses.replace(config, attention="split")
     jax.config.update("jax_default_prng_impl", prng)
     with patched(variant):
         graphdef, params = nnx.split(Transformer(config, rngs=nnx.Rngs(0)))

@@ -29,6 +29,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from audiolm_jax.device_specs import peak_flops_per_device  # noqa: E402
+from audiolm_jax.lm.attention import ATTENTION_PATHS  # noqa: E402
 from audiolm_jax.lm.config import TransformerConfig  # noqa: E402
 from audiolm_jax.lm.flops import flops_per_token, param_count  # noqa: E402
 from audiolm_jax.lm.objective import StageObjective  # noqa: E402
@@ -67,12 +68,13 @@ class RandomTokens:
         self.step = state["step"]
 
 
-def paper_config(tiny: bool, remat: str, dropout: float = 0.1) -> TransformerConfig:
+def paper_config(tiny: bool, remat: str, dropout: float = 0.1,
+                 attention: str = "fast") -> TransformerConfig:
     if tiny:
         return TransformerConfig(vocab_size=195, num_layers=2, num_heads=4, d_model=64, d_ff=128,
-                                 dtype="float32", dropout_rate=dropout)
+                                 dtype="float32", dropout_rate=dropout, attention=attention)
     return TransformerConfig(vocab_size=13315, num_layers=12, num_heads=16, d_model=1024,
-                             d_ff=4096, dtype="bfloat16", attention="fast", remat=remat,
+                             d_ff=4096, dtype="bfloat16", attention=attention, remat=remat,
                              dropout_rate=dropout)
 
 
@@ -107,6 +109,9 @@ def main() -> int:
     p.add_argument("--dropout", type=float, default=0.1, help="the paper's 0.1; 0 shows its cost")
     p.add_argument("--prng-impl", default=None, choices=("threefry2x32", "rbg", "unsafe_rbg"),
                    help="jax_default_prng_impl for the dropout masks (default: JAX's threefry)")
+    p.add_argument("--attention", default="fast", choices=ATTENTION_PATHS,
+                   help="fast: cuDNN flash with the bias; split: the bias on a band in XLA, "
+                        "the rest through the unbiased flash kernel (lm/split_attention.py)")
     p.add_argument("--tiny", action="store_true", help="tiny model and short sequences (CPU smoke)")
     p.add_argument("--out", default=os.path.join(ROOT, "results", "train_stage.json"))
     args = p.parse_args()
@@ -114,13 +119,13 @@ def main() -> int:
     if args.prng_impl:
         jax.config.update("jax_default_prng_impl", args.prng_impl)
     mesh = MeshConfig(**{k: int(v) for k, v in (kv.split("=") for kv in args.mesh.split(","))})
-    config = paper_config(args.tiny, args.remat, args.dropout)
+    config = paper_config(args.tiny, args.remat, args.dropout, args.attention)
     peak = peak_flops_per_device()
     out = {"command": " ".join(["python3", "benchmarks/train_stage.py", *sys.argv[1:]]),
            "date": datetime.date.today().isoformat(), "host": platform.node(),
            "device": jax.devices()[0].device_kind, "devices": jax.device_count(),
            "jax": jax.__version__, "mesh": args.mesh, "params": param_count(config),
-           "peak_flops_per_device": peak, "remat": args.remat, "dropout": args.dropout,
+           "peak_flops_per_device": peak, "remat": args.remat, "dropout": args.dropout, "attention": args.attention,
            "prng_impl": args.prng_impl or jax.config.jax_default_prng_impl}
     for stage in args.stages:
         length, prefix = STAGES[stage]

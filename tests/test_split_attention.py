@@ -94,3 +94,15 @@ def test_split_model_matches_reference_model_and_gradients():
     np.testing.assert_allclose(split_loss, ref_loss, rtol=1e-5)
     for got, want in zip(jax.tree.leaves(split_grads), jax.tree.leaves(ref_grads)):
         np.testing.assert_allclose(got, want, atol=1e-5 * (1 + float(jnp.max(jnp.abs(want)))))
+
+
+def test_attention_kernels_benchmark_times_every_variant():
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
+    import attention_kernels
+    for variant in attention_kernels.VARIANTS:
+        row = attention_kernels.time_variant(variant, 1, 150, 2, 16, jnp.float32, steps=1)
+        assert row["ms"] > 0, row
+        if variant in ("cudnn_bias", "split"):
+            assert row["relative_error_vs_f32"] < 1e-5, row
