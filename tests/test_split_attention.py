@@ -1,5 +1,7 @@
 """split_bias_attention equals causal attention with the full T5 bias, values and gradients."""
 import dataclasses
+import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -8,6 +10,7 @@ import pytest
 from flax import nnx
 
 from audiolm_jax.lm.config import TransformerConfig
+from audiolm_jax.lm.sharding_hook import logical_constraint
 from audiolm_jax.lm.transformer import Transformer
 from audiolm_jax.lm.attention import causal_mask, reference_attention
 from audiolm_jax.lm.relative_bias import relative_position_bucket
@@ -97,8 +100,6 @@ def test_split_model_matches_reference_model_and_gradients():
 
 
 def test_attention_kernels_benchmark_times_every_variant():
-    import os
-    import sys
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
     import attention_kernels
     for variant in attention_kernels.VARIANTS:
@@ -106,3 +107,18 @@ def test_attention_kernels_benchmark_times_every_variant():
         assert row["ms"] > 0, row
         if variant in ("cudnn_bias", "split"):
             assert row["relative_error_vs_f32"] < 1e-5, row
+
+
+def test_split_model_sharded_over_batch_and_heads_keeps_logits():
+    mesh = jax.make_mesh((2, 4), ("data", "model"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
+    rules = [("batch", "data"), ("heads", "model"), ("mlp", "model"), ("vocab", "model"),
+             ("embed", None), ("length", None), ("kv", None)]
+    config = TransformerConfig(vocab_size=195, num_layers=2, num_heads=4, d_model=64, d_ff=128,
+                               dropout_rate=0.0, relative_buckets=8, relative_max_distance=16,
+                               attention="split")
+    tokens = jnp.asarray(np.random.default_rng(7).integers(0, 195, (2, 40)), jnp.int32)
+    plain = Transformer(config, rngs=nnx.Rngs(0))(tokens)
+    sharded = Transformer(config, rngs=nnx.Rngs(0), constrain=logical_constraint(mesh, rules))
+    graphdef, state = nnx.split(sharded)
+    logits = jax.jit(lambda s, t: nnx.merge(graphdef, s)(t))(state, tokens)
+    np.testing.assert_allclose(logits, plain, atol=1e-5, rtol=1e-5)

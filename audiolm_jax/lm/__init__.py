@@ -12,6 +12,7 @@ _EXPORTS = {
     "lm_loss": "loss",
     "RelativePositionBias": "relative_bias", "relative_position_bucket": "relative_bias",
     "logical_constraint": "sharding_hook", "no_constraint": "sharding_hook",
+    "split_bias_attention": "split_attention",
     "KVCache": "transformer", "Transformer": "transformer",
 }
 __all__ = sorted(_EXPORTS)
