@@ -50,14 +50,18 @@ def band_attention(query: jax.Array, key: jax.Array, value: jax.Array, band_bias
     batch, length, heads, dim = query.shape
     width = band_bias.shape[1]
     blocks = -(-length // width)
-    pad = ((0, 0), (0, blocks * width - length), (0, 0), (0, 0))
-    q = jnp.pad(query, pad).reshape(batch, blocks, width, heads, dim)
-    before = ((0, 0), (width, 0), (0, 0), (0, 0))
-    k, v = (jnp.pad(jnp.pad(x, pad), before) for x in (key, value))
-    windows = jnp.arange(blocks)[:, None] * width + jnp.arange(2 * width)[None]  # [n, 2w]
-    k, v = k[:, windows], v[:, windows]                                # [b, n, 2w, h, d]
+    q = jnp.pad(query, ((0, 0), (0, blocks * width - length), (0, 0), (0, 0)))
+    q = q.reshape(batch, blocks, width, heads, dim)
+
+    def windows(x):  # [b, n, 2w, h, d]: the previous block's keys (zeros before 0), then its own
+        x = jnp.pad(x, ((0, 0), (width, blocks * width - length), (0, 0), (0, 0)))
+        x = x.reshape(batch, blocks + 1, width, heads, dim)
+        # Slices and a concatenation, not a gather: their gradient is no scatter-add.
+        return jnp.concatenate([x[:, :-1], x[:, 1:]], axis=2)
+
+    k, v = windows(key), windows(value)
     offset = width + jnp.arange(width)[:, None] - jnp.arange(2 * width)[None]    # [w, 2w]
-    key_position = windows - width                                     # [n, 2w]
+    key_position = (jnp.arange(blocks)[:, None] - 1) * width + jnp.arange(2 * width)[None]
     valid = (offset >= 0) & (offset < width)
     valid = valid[None] & (key_position >= 0)[:, None, :]              # [n, w, 2w]
     bias = jnp.take(band_bias.astype(jnp.float32), jnp.clip(offset, 0, width - 1), axis=1)
