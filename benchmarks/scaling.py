@@ -121,7 +121,7 @@ def measure(args, config) -> dict:
             "stage": "stage2", "length": length, "prefix": prefix,
             "per_device_batch": args.per_device_batch, "steps": args.steps, "remat": args.remat,
             "dtype": config.dtype, "params": param_count(config),
-            "peak_flops_per_device": peak, "tiny": args.tiny,
+            "peak_flops_per_device": peak, "tiny": args.tiny, "attention": config.attention,
         },
     }
 
@@ -144,6 +144,7 @@ def tpu_aot(args, config, save=lambda section: None) -> dict:
         "date": datetime.date.today().isoformat(), "host": platform.node(),
         "host_cpus": os.cpu_count(), "jax": jax.__version__, "libtpu": libtpu_version,
         "stage": "stage2", "remat": args.remat, "dtype": config.dtype,
+        "attention": config.attention,
         "params": param_count(config), "runs": rows,
     }
     for topology in args.tpu_aot.split(","):
@@ -201,6 +202,9 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--remat", default="none", help="none, full or save_dots")
     p.add_argument("--tiny", action="store_true", help="tiny model, length 225 (CPU smoke)")
+    p.add_argument("--attention", default="fast", choices=("fast", "split"),
+                   help="split: the T5 bias on a band in XLA, the rest through a flash kernel "
+                        "(splash on TPUs); fast: the model's default")
     p.add_argument("--tpu-aot", default=None,
                    help="comma-separated TPU topologies to compile for instead of measuring, "
                         "e.g. v4:2x2x1,v4:2x2x2 (needs libtpu: pip install -e '.[tpu-aot]')")
@@ -218,7 +222,7 @@ def main(argv=None) -> int:
         if not os.environ.get("JAX_PLATFORMS"):
             jax.config.update("jax_platforms", "cpu")
 
-    config = train_stage.paper_config(args.tiny, args.remat)
+    config = train_stage.paper_config(args.tiny, args.remat, attention=args.attention)
     out = {}
     if os.path.exists(args.out):
         with open(args.out) as f:

@@ -27,6 +27,7 @@ from flax import nnx
 
 from audiolm_jax.lm.params import logical_param
 from audiolm_jax.lm.split_attention import split_bias_attention
+from audiolm_jax.lm.tpu_attention import splash_causal_attention, target_platform
 
 ATTENTION_PATHS = ("fast", "reference", "split")
 
@@ -127,7 +128,10 @@ def fast_causal_attention(query: jax.Array, key: jax.Array, value: jax.Array,
 
 def unbiased_flash_attention(query: jax.Array, key: jax.Array, value: jax.Array,
                              scale: float) -> jax.Array:
-    """Causal attention without a bias: cuDNN flash where it applies, else XLA's."""
+    """Causal attention without a bias: splash on TPUs, cuDNN flash where it applies, else
+    XLA's."""
+    if target_platform() == "tpu":
+        return splash_causal_attention(query, key, value, scale)
     if cudnn_supported(query, key):
         return even_length_attention(query, key, value, None, "cudnn", scale)
     return jax.nn.dot_product_attention(query, key, value, scale=scale, is_causal=True)

@@ -6,6 +6,7 @@ Shared by the trainer and by ahead-of-time compilation (aot.py), so both see the
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Mapping, Sequence
 
 import gin
@@ -84,6 +85,17 @@ def build_optimizers(
     return txs, schedules
 
 
+def traced_under(mesh: Mesh, fn):
+    """`fn` traced with `mesh` as the abstract mesh: code that must know where it runs (a
+    Pallas kernel in `shard_map`, `lm.tpu_attention`) finds it there, ahead-of-time compiles
+    for a TPU topology included. Auto axes: GSPMD still places everything else."""
+    @functools.wraps(fn)
+    def wrapped(*args):
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+            return fn(*args)
+    return wrapped
+
+
 def build_program(
     objective: Objective,
     mesh: Mesh,
@@ -140,7 +152,7 @@ def build_program(
         param_shardings=param_shardings,
     )
     train_step = jax.jit(
-        train_fn,
+        traced_under(mesh, train_fn),
         in_shardings=(shardings, data),
         out_shardings=(shardings, replicated),
         donate_argnums=0,
@@ -148,7 +160,7 @@ def build_program(
     eval_step = None
     if objective.has_eval():
         eval_step = jax.jit(
-            make_eval_step(layout, objective, options),
+            traced_under(mesh, make_eval_step(layout, objective, options)),
             in_shardings=(shardings, data),
             out_shardings=replicated,
         )
