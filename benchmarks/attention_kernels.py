@@ -51,31 +51,30 @@ from train_stage import STAGES  # noqa: E402
 VARIANTS = ("cudnn_bias", "cudnn_no_bias", "cudnn_no_bias_d72", "xla_band", "split")
 
 
-def unbiased(query, key, value):
-    if attention.cudnn_supported(query, key):
-        return attention.even_length_attention(query, key, value, None, "cudnn")
-    return jax.nn.dot_product_attention(query, key, value, is_causal=True)
-
-
 def make_step(variant, length, heads, width=128):
     """jit(value_and_grad) of sum(attention * cotangent) in q, k, v and the bias table."""
     graphdef, state = nnx.split(RelativePositionBias(heads, rngs=nnx.Rngs(0)))
 
     def loss(q, k, v, table, cotangent):
         bias = nnx.merge(graphdef, jax.tree.map(lambda _: table, state))
+        scale = 1.0 / np.sqrt(q.shape[-1])         # the model's head size, also when widened
         if variant == "cudnn_bias":
             out = attention.fast_causal_attention(q, k, v, bias.square(length)[None])
         elif variant == "cudnn_no_bias":
-            out = unbiased(q, k, v)
+            out = attention.unbiased_flash_attention(q, k, v, scale)
         elif variant == "cudnn_no_bias_d72":
             widen = lambda x: jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, 8)))  # noqa: E731
-            out = unbiased(widen(q), widen(k), widen(v))[..., :q.shape[-1]]
+            out = attention.unbiased_flash_attention(widen(q), widen(k), widen(v), scale)
+            out = out[..., :q.shape[-1]]
         else:
             row = bias(jnp.zeros((1,), jnp.int32), -jnp.arange(width))[:, 0]  # offsets 0..w-1
             if variant == "xla_band":
-                out = band_attention(q, k, v, row, 1.0 / np.sqrt(q.shape[-1]))[0]
+                out = band_attention(q, k, v, row, scale)[0]
             else:
-                out = split_bias_attention(q, k, v, row, bias.embedding[...][:, -1])
+                # The model's split path: the far part through the same unbiased flash kernel
+                # (before 2026-12-05 this row left it to XLA's default attention).
+                out = split_bias_attention(q, k, v, row, bias.embedding[...][:, -1],
+                                           attention.unbiased_flash_attention)
         return jnp.sum(out.astype(jnp.float32) * cotangent), out
 
     return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3), has_aux=True))
