@@ -117,7 +117,11 @@ def split_bias_attention(query: jax.Array, key: jax.Array, value: jax.Array,
     length, dim = query.shape[1], query.shape[3]
     width = band_bias.shape[1]
     scale = 1.0 / np.sqrt(dim)
-    out, lse = band_attention(query, key, value, band_bias, scale)
+    # The band's f32 logits and weights ([batch, blocks, heads, width, 2 width] each) are
+    # recomputed in the backward pass rather than kept: 12 layers of them took more memory
+    # than an H100 has at stage 2's batch 32 (docs/RESULTS.md), and they are cheap to redo.
+    out, lse = jax.checkpoint(band_attention, static_argnums=(4,))(
+        query, key, value, band_bias, scale)
     if length < width:                 # no query reaches past the band
         return out.astype(value.dtype)
     a, m, e = far_attention(query, key, value, width, scale, attend)
