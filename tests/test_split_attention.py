@@ -122,3 +122,20 @@ def test_split_model_sharded_over_batch_and_heads_keeps_logits():
     graphdef, state = nnx.split(sharded)
     logits = jax.jit(lambda s, t: nnx.merge(graphdef, s)(t))(state, tokens)
     np.testing.assert_allclose(logits, plain, atol=1e-5, rtol=1e-5)
+
+
+def test_band_logits_are_recomputed_not_kept_for_the_backward_pass():
+    # 12 layers of kept band logits ran an H100 out of memory (docs/RESULTS.md): the residuals
+    # of the vjp hold the operands and per-position statistics, never a [.., width, 2 width] block.
+    q, k, v, table = operands(300)
+    _, vjp = jax.vjp(split, q, k, v, table)
+    residuals = jax.tree.leaves(vjp)
+    assert residuals, "the vjp closure should carry residuals"
+    band_block = WIDTH * 2 * WIDTH
+    for r in residuals:
+        assert not (r.ndim >= 2 and r.shape[-2] * r.shape[-1] == band_block), r.shape
+    # Without the checkpoint the band's logits are among the residuals: the check can fail.
+    band = jnp.take(table, relative_position_bucket(-jnp.arange(WIDTH)), axis=1)
+    _, kept = jax.vjp(lambda q: band_attention(q, k, v, band, 0.25), q)
+    assert any(r.ndim >= 2 and r.shape[-2] * r.shape[-1] == band_block
+               for r in jax.tree.leaves(kept))
