@@ -42,14 +42,16 @@ def operands(length, seed=0, spread=1.5):
 @pytest.mark.parametrize("length", [50, 127, 128, 129, 301])
 def test_equals_full_bias_attention(length):
     args = operands(length)
-    np.testing.assert_allclose(split(*args), full_bias_attention(*args), atol=2e-5, rtol=2e-5)
+    np.testing.assert_allclose(jax.jit(split)(*args), jax.jit(full_bias_attention)(*args),
+                               atol=2e-5, rtol=2e-5)
 
 
 def test_gradients_equal_in_queries_keys_values_and_table():
     args = operands(300, seed=1)
     cotangent = jnp.asarray(np.random.default_rng(2).standard_normal((2, 300, HEADS, DIM)),
                             jnp.float32)
-    grad = lambda f: jax.grad(lambda *a: jnp.sum(f(*a) * cotangent), argnums=(0, 1, 2, 3))(*args)  # noqa: E731
+    grad = lambda f: jax.jit(jax.grad(lambda *a: jnp.sum(f(*a) * cotangent),  # noqa: E731
+                                      argnums=(0, 1, 2, 3)))(*args)
     for got, want in zip(grad(split), grad(full_bias_attention)):
         np.testing.assert_allclose(got, want, atol=1e-4 * float(jnp.max(jnp.abs(want))), rtol=0)
 
@@ -91,7 +93,7 @@ def test_split_model_matches_reference_model_and_gradients():
         model = Transformer(dataclasses.replace(base, attention=attention), rngs=nnx.Rngs(0))
         graphdef, params = nnx.split(model)
         loss = lambda p: jnp.mean(nnx.merge(graphdef, p)(tokens) ** 2)  # noqa: E731
-        return jax.value_and_grad(loss)(params)
+        return jax.jit(jax.value_and_grad(loss))(params)
 
     (split_loss, split_grads), (ref_loss, ref_grads) = map(loss_and_grads, ("split", "reference"))
     np.testing.assert_allclose(split_loss, ref_loss, rtol=1e-5)
