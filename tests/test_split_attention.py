@@ -60,8 +60,9 @@ def test_far_bias_matters():
     # A wrong far constant changes the result (the far part is really merged, not dropped).
     q, k, v, table = operands(300, seed=3, spread=0.3)
     band = jnp.take(table, relative_position_bucket(-jnp.arange(WIDTH)), axis=1)
-    right = split_bias_attention(q, k, v, band, table[:, -1])
-    wrong = split_bias_attention(q, k, v, band, table[:, -1] + 2.0)
+    attend = jax.jit(split_bias_attention)
+    right = attend(q, k, v, band, table[:, -1])
+    wrong = attend(q, k, v, band, table[:, -1] + 2.0)
     assert float(jnp.max(jnp.abs(right - wrong))) > 1e-2
     np.testing.assert_allclose(right[:, :WIDTH], wrong[:, :WIDTH])   # only the band reaches them
 
@@ -78,8 +79,8 @@ def test_band_attention_normaliser():
 
 def test_bfloat16_close_to_f32():
     q, k, v, table = operands(301, seed=5)
-    want = full_bias_attention(q, k, v, table)
-    got = split(*(x.astype(jnp.bfloat16) for x in (q, k, v)), table).astype(jnp.float32)
+    want = jax.jit(full_bias_attention)(q, k, v, table)
+    got = jax.jit(split)(*(x.astype(jnp.bfloat16) for x in (q, k, v)), table).astype(jnp.float32)
     assert float(jnp.max(jnp.abs(got - want)) / jnp.max(jnp.abs(want))) < 0.03
 
 
