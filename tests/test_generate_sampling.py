@@ -191,7 +191,8 @@ def test_cache_phases_read_less_of_the_cache_and_give_the_same_tokens(model):
 
 
 def test_int8_quantizer_round_trip_and_attention_over_the_dequantized_cache():
-    from audiolm_jax.lm.attention import (causal_mask, int8_cache_attention, quantize_int8,
+    from audiolm_jax.lm.attention import (LayerCache, cached_attention, causal_mask, quantize_int8,
+                                          scales_to_cache_layout, to_cache_layout,
                                           reference_attention)
 
     rng = np.random.default_rng(0)
@@ -210,10 +211,13 @@ def test_int8_quantizer_round_trip_and_attention_over_the_dequantized_cache():
     bias = jnp.asarray(rng.normal(size=(1, 3, 1, 5)), jnp.float32)
     mask = causal_mask(jnp.array([3]), jnp.arange(5))
     dequant = lambda q, s: q.astype(jnp.float32) * s[..., None]
-    np.testing.assert_allclose(
-        int8_cache_attention(query, key_q, key_s, value_q, value_s, bias, mask),
-        reference_attention(query, dequant(key_q, key_s), dequant(value_q, value_s), bias, mask),
-        rtol=1e-5, atol=1e-6)
+    exact = reference_attention(query, dequant(key_q, key_s), dequant(value_q, value_s), bias, mask)
+    int8 = LayerCache(*to_cache_layout(key_q, value_q), scales_to_cache_layout(key_s),
+                      scales_to_cache_layout(value_s))
+    np.testing.assert_allclose(cached_attention(query, int8, bias, mask), exact, rtol=1e-5, atol=1e-6)
+    # The exact cache in the same layout gives reference_attention too.
+    plain = LayerCache(*to_cache_layout(dequant(key_q, key_s), dequant(value_q, value_s)))
+    np.testing.assert_allclose(cached_attention(query, plain, bias, mask), exact, rtol=1e-5, atol=1e-6)
 
 
 def test_int8_kv_cache_stays_close_to_the_exact_cache(model):

@@ -204,7 +204,7 @@ class Transformer(nnx.Module):
         """
         position = jnp.asarray(position, jnp.int32)
         x = self._embed(tokens)
-        max_len = cache[0].key.shape[1]
+        max_len = cache[0].key.shape[2]
         keys = max_len if key_limit is None else int(key_limit)
         if not tokens.shape[1] <= keys <= max_len:
             raise ValueError(f"decode_step: key_limit {key_limit} must lie in [{tokens.shape[1]}, "

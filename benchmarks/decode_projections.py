@@ -1,0 +1,89 @@
+"""Time one batch-1 decoding step's weight products (all layers) as XLA compiles them.
+
+`generate.py --profile` at batch 1 put ~60% of a step's kernel time in reduce fusions: with one
+row of activations, XLA's GPU simplifier rewrites a small dot (operands under ~10M elements)
+into multiply + reduce instead of a GEMM. This times a decoder's per-layer products (q, k, v,
+out, gated FFN wi_0, wi_1, wo) in a `fori_loop` like sampling's, in variants: "separate" (the
+model's seven products), "fused" (q|k|v one product, wi_0|wi_1 one), and "fused_rows{M}" (the
+fused products with the activation padded to M rows, so the dot is no longer matrix-vector).
+Writes JSON with microseconds per step and the HBM bandwidth the weights' bytes imply.
+
+    python benchmarks/decode_projections.py --out results/x.json
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def weights(d, f, layers, dtype, fused):
+    rng = np.random.default_rng(0)
+    w = lambda *s: jnp.asarray(rng.standard_normal(s) / np.sqrt(s[0]), dtype)
+    if fused:
+        return [dict(qkv=w(d, 3 * d), o=w(d, d), wi=w(d, 2 * f), wo=w(f, d)) for _ in range(layers)]
+    return [dict(q=w(d, d), k=w(d, d), v=w(d, d), o=w(d, d), wi0=w(d, f), wi1=w(d, f), wo=w(f, d))
+            for _ in range(layers)]
+
+
+def layer(x, p, fused):
+    """x [rows, d] -> [rows, d]: the products of one block (attention itself left out)."""
+    if fused:
+        q, k, v = jnp.split(x @ p["qkv"], 3, axis=-1)
+        h = x + (q + k + v) @ p["o"]
+        a, b = jnp.split(h @ p["wi"], 2, axis=-1)
+    else:
+        h = x + (x @ p["q"] + x @ p["k"] + x @ p["v"]) @ p["o"]
+        a, b = h @ p["wi0"], h @ p["wi1"]
+    return h + (jax.nn.gelu(a) * b) @ p["wo"]
+
+
+@functools.partial(jax.jit, static_argnames=("fused", "rows", "steps"))
+def run(params, x, *, fused, rows, steps):
+    def body(_, x):
+        y = jnp.pad(x, ((0, rows - x.shape[0]), (0, 0))) if rows > x.shape[0] else x
+        for p in params:
+            y = layer(y, p, fused)
+        return x + 1e-3 * y[: x.shape[0]]
+    return jax.lax.fori_loop(0, steps, body, x)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--d-model", type=int, default=1024)
+    parser.add_argument("--d-ff", type=int, default=4096)
+    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default="results/decode_projections.json")
+    args = parser.parse_args(argv)
+    variants = {"separate": (False, 1), "fused": (True, 1), "fused_rows2": (True, 2),
+                "fused_rows8": (True, 8), "separate_rows8": (False, 8)}
+    weight_bytes = 2 * args.layers * (4 * args.d_model ** 2 + 3 * args.d_model * args.d_ff)
+    rows = {}
+    x = jnp.ones((1, args.d_model), jnp.bfloat16)
+    for name, (fused, m) in variants.items():
+        params = weights(args.d_model, args.d_ff, args.layers, jnp.bfloat16, fused)
+        jax.block_until_ready(run(params, x, fused=fused, rows=m, steps=args.steps))
+        times = []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            jax.block_until_ready(run(params, x, fused=fused, rows=m, steps=args.steps))
+            times.append(time.perf_counter() - t)
+        us = 1e6 * min(times) / args.steps
+        rows[name] = {"us_per_step": us, "weight_tb_per_s": weight_bytes / us / 1e6}
+        print(f"{name}: {us:.1f} us per step, {weight_bytes / us / 1e6:.2f} TB/s", flush=True)
+    with open(args.out, "w") as f:
+        json.dump({"benchmark": "decode_projections", "device": jax.devices()[0].device_kind,
+                   "jax": jax.__version__, "date": time.strftime("%Y-%m-%d"), "args": vars(args),
+                   "weight_bytes_per_step": weight_bytes, "variants": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
