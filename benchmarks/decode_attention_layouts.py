@@ -4,8 +4,9 @@ At batch 1, `generate.py --profile` showed most of a step's kernel time in reduc
 turns the small attention dots (one query against the cache) into multiply + reduce, whose
 speed depends on which cache axis the reduction runs over. This benchmark times the attention
 alone, in a `fori_loop` like sampling's, for caches laid out [batch, keys, heads, head_dim]
-("bkhd", the model's), [batch, heads, keys, head_dim] ("bhkd") and that with values stored
-[batch, heads, head_dim, keys] ("bhkd_vt"). Writes JSON with microseconds per step.
+("bkhd", the model's until session 16), [batch, heads, keys, head_dim] ("bhkd") and that with
+values stored [batch, heads, head_dim, keys] ("bhkd_vt", `LayerCache`'s layout since, timed
+through the model's `cached_attention`). Writes JSON with microseconds per step.
 
     python benchmarks/decode_attention_layouts.py --batch-sizes 1 64 --out results/x.json
 """
@@ -20,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from audiolm_jax.lm.attention import causal_mask, reference_attention
+from audiolm_jax.lm.attention import LayerCache, cached_attention, causal_mask, reference_attention
 
 LAYOUTS = ("bkhd", "bhkd", "bhkd_vt")
 
@@ -29,13 +30,13 @@ def attend(layout, q, k_cache, v_cache, bias, mask):
     """q [b, 1, h, d] -> [b, 1, h, d]; caches in `layout`; bias [1, h, 1, K]; mask broadcastable."""
     if layout == "bkhd":
         return reference_attention(q, k_cache, v_cache, bias, mask)
+    if layout == "bhkd_vt":                                  # the model's `LayerCache` layout
+        return cached_attention(q, LayerCache(k_cache, v_cache), bias, mask)
     scale = 1.0 / np.sqrt(q.shape[-1])
     logits = jnp.einsum("bqhd,bhkd->bhqk", q, k_cache, preferred_element_type=jnp.float32)
     logits = jnp.where(mask, logits * scale + bias, -1e30)
     weights = jax.nn.softmax(logits, axis=-1).astype(q.dtype)
-    if layout == "bhkd":
-        return jnp.einsum("bhqk,bhkd->bqhd", weights, v_cache)
-    return jnp.einsum("bhqk,bhdk->bqhd", weights, v_cache)
+    return jnp.einsum("bhqk,bhkd->bqhd", weights, v_cache)
 
 
 def write(layout, cache, new, position, is_value):
@@ -43,8 +44,10 @@ def write(layout, cache, new, position, is_value):
     if layout == "bkhd":
         return jax.lax.dynamic_update_slice(cache, new, (0, position, 0, 0))
     if layout == "bhkd_vt" and is_value:
-        return jax.lax.dynamic_update_slice(cache, jnp.transpose(new, (0, 2, 3, 1)), (0, 0, 0, position))
-    return jax.lax.dynamic_update_slice(cache, jnp.transpose(new, (0, 2, 1, 3)), (0, 0, position, 0))
+        new, at = jnp.transpose(new, (0, 2, 3, 1)), (0, 0, 0, position)
+    else:
+        new, at = jnp.transpose(new, (0, 2, 1, 3)), (0, 0, position, 0)
+    return jax.lax.dynamic_update_slice(cache, new, at)
 
 
 def cache_shape(layout, b, h, k, d, is_value):
@@ -74,12 +77,14 @@ def run(layout, caches, q, bias, start, *, steps):
 
 
 def time_layout(layout, batch, heads, keys, head_dim, layers, steps, dtype, repeats):
-    rng = np.random.default_rng(0)
-    caches = tuple((jnp.asarray(rng.standard_normal(cache_shape(layout, batch, heads, keys, head_dim, False)), dtype),
-                    jnp.asarray(rng.standard_normal(cache_shape(layout, batch, heads, keys, head_dim, True)), dtype))
+    # Drawn on the device: numpy would spend minutes on batch 64's 3.5G cache entries.
+    keys_rng = iter(jax.random.split(jax.random.key(0), 2 * layers + 2))
+    random = lambda shape, dtype: jax.random.normal(next(keys_rng), shape, dtype)
+    caches = tuple((random(cache_shape(layout, batch, heads, keys, head_dim, False), dtype),
+                    random(cache_shape(layout, batch, heads, keys, head_dim, True), dtype))
                    for _ in range(layers))
-    q = jnp.asarray(rng.standard_normal((batch, 1, heads, head_dim)), dtype)
-    bias = jnp.asarray(rng.standard_normal((1, heads, 1, keys)), jnp.float32)
+    q = random((batch, 1, heads, head_dim), dtype)
+    bias = random((1, heads, 1, keys), jnp.float32)
     start = jnp.int32(keys - steps)
     jax.block_until_ready(run(layout, caches, q, bias, start, steps=steps))
     times = []

@@ -184,6 +184,8 @@ def main(argv=None) -> int:
                         help="KV-cache storage (sampling.DecodeLoop.kv_cache)")
     parser.add_argument("--unroll", type=int, default=1,
                         help="decoding steps per loop iteration (sampling.DecodeLoop.unroll)")
+    parser.add_argument("--min-rows", type=int, default=1,
+                        help="decode at least this many rows (sampling.DecodeLoop.min_rows)")
     parser.add_argument("--profile", action="store_true",
                         help="trace one more call per batch: kernel time and kernels per token")
     parser.add_argument("--out", default="results/generate.json")
@@ -193,7 +195,8 @@ def main(argv=None) -> int:
     lm.config = dataclasses.replace(lm.config, semantic_tokens_per_second=args.semantic_rate,
                                     fine_max_batch=args.fine_max_batch,
                                     loop=DecodeLoop(cache_phases=args.cache_phases,
-                                                    kv_cache=args.kv_cache, unroll=args.unroll))
+                                                    kv_cache=args.kv_cache, unroll=args.unroll,
+                                                    min_rows=args.min_rows))
     runs = {}
     for batch in args.batch_sizes:
         runs[str(batch)] = run_batch(lm, batch, args.prompt_seconds, args.seconds, args.repeats,
@@ -210,6 +213,7 @@ def main(argv=None) -> int:
         "prompt_seconds": args.prompt_seconds, "generated_seconds": args.seconds,
         "semantic_tokens_per_second": args.semantic_rate, "repeats": args.repeats,
         "cache_phases": args.cache_phases, "kv_cache": args.kv_cache, "unroll": args.unroll,
+        "min_rows": args.min_rows,
         "runs": runs,
         "targets": {"batch1_seconds_for_10s": TARGET_BATCH1_SECONDS,
                     "batch64_audio_seconds_per_second": TARGET_BATCH64_RATE},

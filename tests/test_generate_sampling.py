@@ -248,3 +248,20 @@ def test_int8_kv_cache_stays_close_to_the_exact_cache(model):
     assert model.init_cache(2, 10, "int8")[0].key.dtype == jnp.int8
     with pytest.raises(ValueError, match="kv_cache 'fp4' is not one of"):
         sample(model, prompts, 2, rng=jax.random.key(0), kv_cache="fp4")
+
+
+def test_min_rows_pads_a_lone_row_and_drops_the_copies(model):
+    prompt = [np.array([1, 5, 6, 7])]
+    greedy = lambda **kw: sample(model, prompt, 9, rng=jax.random.key(3),
+                                 config=SamplingConfig(0.0), **kw)
+    alone = greedy()
+    for min_rows in (2, 3):
+        padded = greedy(min_rows=min_rows)
+        assert padded.shape == alone.shape == (1, 9)
+        np.testing.assert_array_equal(padded, alone)            # greedy: the same tokens
+    sampled = sample(model, prompt, 9, rng=jax.random.key(3), num_samples=2, min_rows=2)
+    assert sampled.shape == (2, 9)                                 # already two rows: no copy
+    np.testing.assert_array_equal(
+        sampled, sample(model, prompt, 9, rng=jax.random.key(3), num_samples=2))
+    with pytest.raises(ValueError, match="min_rows=0"):
+        greedy(min_rows=0)

@@ -77,12 +77,18 @@ class DecodeLoop:
     them as int8 with a scale per position and head (`lm.attention`), half the bytes a
     large-batch step reads, at the price of logits that differ slightly (a near-tie may then
     sample another token). `unroll`: steps per iteration of a fixed-length loop (XLA's loop
-    control runs once per iteration; the same computation; no effect with an EOS id). The fields
-    are `sample`'s keyword arguments of the same names."""
+    control runs once per iteration; the same computation; no effect with an EOS id).
+    `min_rows`: decode at least this many rows, padding with copies of the last prompt (dropped
+    from the result): with one row XLA computes the weight products as matrix-vector reductions,
+    with two as GEMMs (benchmarks/decode_projections.py). A padded call samples the kept rows
+    from the same distribution but draws other random numbers (the noise is drawn per batch
+    shape); greedy decoding is unchanged. The fields are `sample`'s keyword arguments of the same
+    names."""
     shape_buckets: int | None = None
     cache_phases: int = 1
     kv_cache: str = "compute"
     unroll: int = 1
+    min_rows: int = 1
 
 
 def filter_logits(logits: jax.Array, config: SamplingConfig, low: jax.Array,
@@ -229,7 +235,8 @@ def sample(model: Transformer, prompts: Sequence[np.ndarray], num_tokens: int, *
            rng: jax.Array, config: SamplingConfig = SamplingConfig(),
            allowed: np.ndarray | None = None, num_samples: int = 1,
            eos_id: int | None = None, shape_buckets: int | None = None,
-           cache_phases: int = 1, kv_cache: str = "compute", unroll: int = 1) -> np.ndarray:
+           cache_phases: int = 1, kv_cache: str = "compute", unroll: int = 1,
+           min_rows: int = 1) -> np.ndarray:
     """Continues each prompt by `num_tokens` sampled tokens.
 
     Args:
@@ -248,6 +255,7 @@ def sample(model: Transformer, prompts: Sequence[np.ndarray], num_tokens: int, *
         cache slots filled by its end (module docstring; the same computation).
       kv_cache: "compute" or "int8" (`DecodeLoop.kv_cache`).
       unroll: decoding steps per loop iteration when `eos_id` is None (`DecodeLoop.unroll`).
+      min_rows: rows decoded at least, padded with copies of the last prompt (`DecodeLoop.min_rows`).
     Returns:
       int32 [len(prompts) * num_samples, num_tokens].
     """
@@ -268,7 +276,12 @@ def sample(model: Transformer, prompts: Sequence[np.ndarray], num_tokens: int, *
         raise ValueError(f"sample: kv_cache {kv_cache!r} is not one of {KV_CACHES}")
     if unroll < 1:
         raise ValueError(f"sample: unroll={unroll}: give 1 or more steps per loop iteration")
+    if min_rows < 1:
+        raise ValueError(f"sample: min_rows={min_rows}: give 1 or more rows")
     prompts = _checked_prompts(prompts)
+    rows = len(prompts) * int(num_samples)
+    if rows < min_rows:                 # DecodeLoop.min_rows: the copies' rows are dropped below
+        prompts = prompts + [prompts[-1]] * (-(-int(min_rows) // int(num_samples)) - len(prompts))
     width, steps = max(p.size for p in prompts), int(num_tokens)
     if shape_buckets is not None:
         width, steps = geometric_bucket(width, shape_buckets), geometric_bucket(steps, shape_buckets)
@@ -287,4 +300,4 @@ def sample(model: Transformer, prompts: Sequence[np.ndarray], num_tokens: int, *
                   jnp.asarray(allowed), rng, num_tokens=steps,
                   num_samples=int(num_samples), config=config, eos_id=eos_id,
                   cache_phases=int(cache_phases), kv_cache=kv_cache, unroll=int(unroll))
-    return np.asarray(out)[:, :num_tokens]
+    return np.asarray(out)[:rows, :num_tokens]

@@ -142,10 +142,10 @@ KV_CACHES = ("compute", "int8")
 class LayerCache(NamedTuple):
     """One layer's cached projections: key [batch, heads, max_len, head_dim], value [batch,
     heads, head_dim, max_len]; int8 caches carry f32 scales [batch, heads, max_len] (None
-    otherwise): stored = round(x / scale). Positions on the reduced axis of each product (head_dim
-    for the logits, max_len for the weighted values): at batch 1 XLA computes these small dots
-    as multiply + reduce, and this layout made one step's attention 30% faster than [batch,
-    max_len, heads, head_dim] on an H100 (benchmarks/decode_attention_layouts.py)."""
+    otherwise): stored = round(x / scale). Each product's reduced axis is the last (head_dim for
+    the logits, max_len for the weighted values): at batch 1 XLA computes these small dots as
+    multiply + reduce, and this layout made a step's attention 30% faster than [batch, max_len,
+    heads, head_dim] on an H100 (benchmarks/decode_attention_layouts.py)."""
     key: jax.Array
     value: jax.Array
     key_scale: jax.Array | None = None
@@ -279,7 +279,8 @@ class SelfAttention(nnx.Module):
           ([batch, steps, embed], cache with the new keys/values written).
         """
         query, key, value = self._project(x, constrain)
-        key_names, value_names = ("batch", "heads", "length", "kv"), ("batch", "heads", "kv", "length")
+        key_names = ("batch", "heads", "length", "kv")
+        value_names = ("batch", "heads", "kv", "length")
         write = lambda old, new, names, at: constrain(jax.lax.dynamic_update_slice(
             old, new.astype(old.dtype), at), names)
         key_at, value_at = (0, 0, position, 0), (0, 0, 0, position)
