@@ -43,7 +43,8 @@ if [ $MODE = gpu ]; then
   EVAL_AUDIO="--prompts 32 --acoustic-generation-prompts 8 --acoustic-generation-samples 3 --prompt-seconds 3 --seconds 7"
   # Session 8: 2500 items (37 utterances) gave the semantic-minus-codec difference a 95% interval
   # of about +-5 points; the held-out voices hold ~12k items; features took 130 s for 2500.
-  ABX="--max-items 6000"
+  # ABX_ITEMS=0 skips ABX (issue 6's figure) when the device budget is short.
+  ABX="--max-items ${ABX_ITEMS:-6000}"
   export XLA_PYTHON_CLIENT_MEM_FRACTION=0.3
 else
   CODEC_T=600; STAGE_T=400; W2V_T=1200; FIT="--max-hours 0.03 --select-layer-on heldout_books --select-layer-items 2000"; CONT="--seconds 1 --samples 1 --dtype float32"
@@ -101,9 +102,13 @@ timeout -s TERM $STAGE_T $CLI train --gin_file=experiments/speaker_small_world -
 wait; log "stages + acoustic-only + speaker classifier done"
 unset XLA_PYTHON_CLIENT_MEM_FRACTION; export XLA_PYTHON_CLIENT_PREALLOCATE=false
 export XLA_FLAGS=$INFER_XLA_FLAGS
-python3 benchmarks/semantic.py --tokenizer $W/tokenizer --codec $W/codec_export --corpus $C \
-  --split heldout_voices --skip-throughput $ABX --out $W/results/semantic.json > $W/logs/abx.log 2>&1 &
-ABX_PID=$!
+if [ "${ABX_ITEMS:-}" = 0 ]; then
+  log "abx skipped: ABX_ITEMS=0"; true & ABX_PID=$!
+else
+  python3 benchmarks/semantic.py --tokenizer $W/tokenizer --codec $W/codec_export --corpus $C \
+    --split heldout_voices --skip-throughput $ABX --out $W/results/semantic.json > $W/logs/abx.log 2>&1 &
+  ABX_PID=$!
+fi
 ev() {  # ev NAME ARGS...: audiolm-jax eval NAME ..., result in $W/results/eval_NAME.json
   local name=$1; shift
   $CLI eval $name --corpus $C --out $W/results/eval_$name.json "$@" > $W/logs/eval_$name.log 2>&1
