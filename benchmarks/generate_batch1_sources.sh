@@ -16,7 +16,8 @@ echo "decode_projections rc=$?"; tail -n 8 "$OUT/decode_projections.log"
 python3 "$HERE/generate.py" --batch-sizes 1 --repeats 3 --min-rows 2 \
   --out "$OUT/generate_b1_minrows2.json" > "$OUT/generate_b1_minrows2.log" 2>&1
 echo "min-rows 2 rc=$?"; grep '^batch' "$OUT/generate_b1_minrows2.log"
-XLA_FLAGS="${XLA_FLAGS:-} --xla_dump_to=$DUMP --xla_dump_hlo_as_text" python3 "$HERE/generate.py" \
+# Trimmed: XLA reads a value that does not start with "--" as the name of a flags file.
+XLA_FLAGS=$(echo "${XLA_FLAGS:-} --xla_dump_to=$DUMP --xla_dump_hlo_as_text" | xargs) python3 "$HERE/generate.py" \
   --batch-sizes 1 --repeats 3 --profile --out "$OUT/generate_b1_profile.json" \
   > "$OUT/generate_b1_profile.log" 2>&1
 echo "profile rc=$?"; grep '^batch' "$OUT/generate_b1_profile.log"
