@@ -8,8 +8,9 @@
 # SNAPSHOT: a source tree (`git archive HEAD | tar -x -C DIR`); CORPUS: the corpus root (speech,
 # or piano for the piano pipeline);
 # PAIRS: an `audiolm-jax eval pairs --build` folder ("none" to skip); WHEELS: a folder of wheels
-# the machine lacks ("none" if none; benchmarks/device_wheels.sh downloads them). E.g. the first call, carrying .whl, .carry/snap,
-# .carry/world_opus and .carry/pairs_opus (corpus and pairs as Opus: benchmarks/pack_corpus.py):
+# the machine lacks ("none" if none; benchmarks/device_wheels.sh downloads them). E.g. the first
+# call, carrying .whl, .carry/snap, .carry/world_opus and .carry/pairs_opus (corpus and pairs as
+# Opus: benchmarks/pack_corpus.py):
 #   bash benchmarks/device_chain.sh .carry/snap .carry/world_opus/speech .carry/pairs_opus .whl $OUT 480
 # and every later call at once (nothing to carry; the machine is released after ~30 s idle):
 #   bash /tmp/chain/snap/benchmarks/collect_run.sh /tmp/p $OUT 540

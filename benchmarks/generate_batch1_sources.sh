@@ -17,13 +17,10 @@ python3 "$HERE/generate.py" --batch-sizes 1 --repeats 3 --min-rows 2 \
   --out "$OUT/generate_b1_minrows2.json" > "$OUT/generate_b1_minrows2.log" 2>&1
 echo "min-rows 2 rc=$?"; grep '^batch' "$OUT/generate_b1_minrows2.log"
 # Trimmed: XLA reads a value that does not start with "--" as the name of a flags file.
-XLA_FLAGS=$(echo "${XLA_FLAGS:-} --xla_dump_to=$DUMP --xla_dump_hlo_as_text" | xargs) python3 "$HERE/generate.py" \
-  --batch-sizes 1 --repeats 3 --profile --out "$OUT/generate_b1_profile.json" \
+XLA_FLAGS=$(echo "${XLA_FLAGS:-} --xla_dump_to=$DUMP --xla_dump_hlo_as_text" | xargs) \
+  python3 "$HERE/generate.py" --batch-sizes 1 --repeats 3 --profile --out "$OUT/generate_b1_profile.json" \
   > "$OUT/generate_b1_profile.log" 2>&1
 echo "profile rc=$?"; grep '^batch' "$OUT/generate_b1_profile.log"
-# shellcheck disable=SC2046  # the kernel names are separate arguments
-python3 "$HERE/fusion_sources.py" "$DUMP" $(python3 -c "import json, sys
-d = json.load(open(sys.argv[1]))
-print(' '.join(list(d['runs']['1']['kernels']['top_kernels_ms_per_step'])[:16]))" \
-  "$OUT/generate_b1_profile.json") > "$OUT/fusion_sources.txt" 2>&1
+python3 "$HERE/fusion_sources.py" "$DUMP" --top-of "$OUT/generate_b1_profile.json" --top 16 \
+  > "$OUT/fusion_sources.txt" 2>&1
 echo "fusion_sources rc=$?"; head -c 3000 "$OUT/fusion_sources.txt"

@@ -103,7 +103,7 @@ wait; log "stages + acoustic-only + speaker classifier done"
 unset XLA_PYTHON_CLIENT_MEM_FRACTION; export XLA_PYTHON_CLIENT_PREALLOCATE=false
 export XLA_FLAGS=$INFER_XLA_FLAGS
 if [ "${ABX_ITEMS:-}" = 0 ]; then
-  log "abx skipped: ABX_ITEMS=0"; true & ABX_PID=$!
+  log "abx skipped: ABX_ITEMS=0"; true & ABX_PID=$!   # a finished job for `wait $ABX_PID` below
 else
   python3 benchmarks/semantic.py --tokenizer $W/tokenizer --codec $W/codec_export --corpus $C \
     --split heldout_voices --skip-throughput $ABX --out $W/results/semantic.json > $W/logs/abx.log 2>&1 &
