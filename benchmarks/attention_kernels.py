@@ -15,9 +15,12 @@ design would cost, piece by piece, on the device at hand:
                    queries against their own and the previous block's keys
   split            `audiolm_jax.lm.split_attention`: the band in XLA + the far part through
                    the unbiased kernel (head size 72 with the normaliser columns), merged
+  band_grad        `audiolm_jax.lm.band_grad_attention`: cuDNN with the bias but without its
+                   bias-gradient output; the table's gradient from the 128-offset band
 
 Rows with a bias also give the forward output's largest error against an f32 reference
-(einsum, full bias, f32 softmax), relative to the reference's largest magnitude.
+(einsum, full bias, f32 softmax), relative to the reference's largest magnitude, and the same
+for the gradients in q and in the bias table (on the first two rows of the batch).
 
 Each row: median ms of a jitted value-and-grad over `--steps` calls and TFLOP/s with the causal
 FLOP count (forward 2 * 2 B H T^2 D / 2, backward 2.5x the forward).
@@ -44,11 +47,13 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from audiolm_jax.lm import attention  # noqa: E402
+from audiolm_jax.lm.band_grad_attention import band_grad_attention  # noqa: E402
 from audiolm_jax.lm.relative_bias import RelativePositionBias  # noqa: E402
 from audiolm_jax.lm.split_attention import band_attention, split_bias_attention  # noqa: E402
 from train_stage import STAGES  # noqa: E402
 
-VARIANTS = ("cudnn_bias", "cudnn_no_bias", "cudnn_no_bias_d72", "xla_band", "split")
+VARIANTS = ("cudnn_bias", "cudnn_no_bias", "cudnn_no_bias_d72", "xla_band", "split", "band_grad")
+BIASED = ("cudnn_bias", "split", "band_grad")
 
 
 def make_step(variant, length, heads, width=128):
@@ -60,6 +65,8 @@ def make_step(variant, length, heads, width=128):
         scale = 1.0 / np.sqrt(q.shape[-1])         # the model's head size, also when widened
         if variant == "cudnn_bias":
             out = attention.fast_causal_attention(q, k, v, bias.square(length)[None])
+        elif variant == "band_grad":
+            out = band_grad_attention(q, k, v, *bias.split())
         elif variant == "cudnn_no_bias":
             out = attention.unbiased_flash_attention(q, k, v, scale)
         elif variant == "cudnn_no_bias_d72":
@@ -80,16 +87,26 @@ def make_step(variant, length, heads, width=128):
     return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3), has_aux=True))
 
 
-def reference_error(out, q, k, v, table) -> float:
-    """max |out - f32 reference| / max |reference|."""
-    heads, length = q.shape[2], q.shape[1]
-    graphdef, state = nnx.split(RelativePositionBias(heads, rngs=nnx.Rngs(0)))
-    bias = nnx.merge(graphdef, jax.tree.map(lambda _: table, state)).square(length)[None]
+def reference_errors(step, q, k, v, table, cotangent) -> dict:
+    """max |x - f32 reference| / max |reference| for the output and the gradients in q and in
+    the table, on the first two rows of the batch."""
+    q, k, v, cotangent = (x[:2] for x in (q, k, v, cotangent))
+    length = q.shape[1]
+    graphdef, state = nnx.split(RelativePositionBias(q.shape[2], rngs=nnx.Rngs(0)))
     positions = jnp.arange(length)
     f32 = lambda x: x.astype(jnp.float32)  # noqa: E731
-    ref = jax.jit(attention.reference_attention)(f32(q), f32(k), f32(v), bias,
-                                                 attention.causal_mask(positions, positions))
-    return float(jnp.max(jnp.abs(out.astype(jnp.float32) - ref)) / jnp.max(jnp.abs(ref)))
+
+    def reference(q, k, v, table):
+        bias = nnx.merge(graphdef, jax.tree.map(lambda _: table, state)).square(length)[None]
+        out = attention.reference_attention(q, k, v, bias, attention.causal_mask(positions, positions))
+        return jnp.sum(out * cotangent), out
+
+    (_, ref), (ref_dq, _, _, ref_dt) = jax.jit(jax.value_and_grad(
+        reference, argnums=(0, 1, 2, 3), has_aux=True))(f32(q), f32(k), f32(v), table)
+    (_, out), (dq, _, _, dt) = step(q, k, v, table, cotangent)
+    error = lambda x, r: float(jnp.max(jnp.abs(f32(x) - r)) / jnp.max(jnp.abs(r)))  # noqa: E731
+    return {"relative_error_vs_f32": error(out, ref), "d_query_relative_error_vs_f32": error(dq, ref_dq),
+            "d_table_relative_error_vs_f32": error(dt, ref_dt)}
 
 
 def time_variant(variant, batch, length, heads, dim, dtype, steps) -> dict:
@@ -111,8 +128,8 @@ def time_variant(variant, batch, length, heads, dim, dtype, steps) -> dict:
     causal_flops = 3.5 * 2 * batch * heads * length**2 * dim  # (fwd + 2.5 fwd), half of 4BHT^2D
     row = {"variant": variant, "ms": 1e3 * seconds, "first_call_s": compile_s,
            "tflops_causal_count": causal_flops / seconds / 1e12}
-    if variant in ("cudnn_bias", "split"):
-        row["relative_error_vs_f32"] = reference_error(out, q, k, v, table)
+    if variant in BIASED:
+        row.update(reference_errors(step, q, k, v, table, cotangent))
     return row
 
 

@@ -8,6 +8,8 @@
   so the model's dropout sits on the residual branches and the feed-forward hidden layer.
 - `split_bias_attention` (lm/split_attention.py): the bias on a 128-wide band in XLA, the rest
   through an unbiased flash kernel; exact, for when a biased flash kernel is slow.
+- `band_grad_attention` (lm/band_grad_attention.py): cuDNN's biased flash kernel without its
+  costly bias-gradient output; the T5 table's gradient computed from a 128-offset band.
 - `LayerCache`: per-layer keys/values of a fixed `max_len`, written with
   `lax.dynamic_update_slice` so decoding runs inside `lax.scan`/`while_loop`; in the compute
   dtype, or int8 with one scale per (position, head) (`KV_CACHES`): half the bytes a large-batch
@@ -24,11 +26,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from audiolm_jax.lm.band_grad_attention import band_grad_attention
 from audiolm_jax.lm.params import logical_param
 from audiolm_jax.lm.split_attention import split_bias_attention
 from audiolm_jax.lm.tpu_attention import splash_causal_attention, target_platform
 
-ATTENTION_PATHS = ("fast", "reference", "split")
+ATTENTION_PATHS = ("fast", "reference", "split", "band_grad")
+# Paths that take the bias as `SplitBias` (band, far) rather than a [1, heads, L, L] square.
+SPLIT_BIAS_PATHS = ("split", "band_grad")
 
 
 class SplitBias(NamedTuple):
@@ -231,7 +236,8 @@ class SelfAttention(nnx.Module):
 
         Args:
           x: [batch, length, embed] in the compute dtype.
-          bias: [1, heads, length, length] relative position bias; a `SplitBias` for "split".
+          bias: [1, heads, length, length] relative position bias; a `SplitBias` for the
+            `SPLIT_BIAS_PATHS`.
           path: one of `ATTENTION_PATHS`.
         Returns:
           [batch, length, embed].
@@ -242,6 +248,8 @@ class SelfAttention(nnx.Module):
         elif path == "split":
             attended = split_bias_attention(query, key, value, bias.band, bias.far,
                                             unbiased_flash_attention)
+        elif path == "band_grad":
+            attended = band_grad_attention(query, key, value, bias.band, bias.far)
         elif path == "reference":
             positions = jnp.arange(x.shape[1])
             attended = reference_attention(query, key, value, bias, causal_mask(positions, positions))

@@ -36,7 +36,7 @@ class TransformerConfig:
     feed_forward: str = "gated_gelu"
     tie_embeddings: bool = False
     dtype: str = "float32"          # compute dtype; parameters are always float32
-    attention: str = "fast"         # "fast" (dot_product_attention / cuDNN), "split" or "reference"
+    attention: str = "fast"         # one of ATTENTION_PATHS (lm/attention.py)
     remat: str = "none"             # per-block rematerialisation: none, full, save_dots
     vocab_multiple: int = 128
     norm_epsilon: float = 1e-6

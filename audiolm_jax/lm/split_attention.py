@@ -38,6 +38,34 @@ def xla_attend(query, key, value, scale):
     return jax.nn.dot_product_attention(query, key, value, scale=scale, is_causal=True)
 
 
+def band_blocks(x: jax.Array, width: int) -> jax.Array:
+    """[b, L, h, d] -> [b, n, width, h, d]: blocks of `width` positions, zero-padded at the end."""
+    batch, length = x.shape[:2]
+    blocks = -(-length // width)
+    x = jnp.pad(x, ((0, 0), (0, blocks * width - length)) + ((0, 0),) * (x.ndim - 2))
+    return x.reshape(batch, blocks, width, *x.shape[2:])
+
+
+def band_windows(x: jax.Array, width: int) -> jax.Array:
+    """[b, L, h, d] -> [b, n, 2 width, h, d]: for each block of `width` queries, the previous
+    block's keys (zeros before position 0), then its own."""
+    batch, length = x.shape[:2]
+    blocks = -(-length // width)
+    x = jnp.pad(x, ((0, 0), (width, blocks * width - length)) + ((0, 0),) * (x.ndim - 2))
+    x = x.reshape(batch, blocks + 1, width, *x.shape[2:])
+    # Slices and a concatenation, not a gather: their gradient is no scatter-add.
+    return jnp.concatenate([x[:, :-1], x[:, 1:]], axis=2)
+
+
+def band_geometry(width: int, blocks: int) -> tuple[jax.Array, jax.Array]:
+    """For query r of a block and key c of its window: offset [w, 2w] = query - key position,
+    and valid [n, w, 2w] = the key is in the band (0 <= offset < width) and not before 0."""
+    offset = width + jnp.arange(width)[:, None] - jnp.arange(2 * width)[None]
+    key_position = (jnp.arange(blocks)[:, None] - 1) * width + jnp.arange(2 * width)[None]
+    valid = (offset >= 0) & (offset < width)
+    return offset, valid[None] & (key_position >= 0)[:, None, :]
+
+
 def band_attention(query: jax.Array, key: jax.Array, value: jax.Array, band_bias: jax.Array,
                    scale: float) -> tuple[jax.Array, jax.Array]:
     """Each query over the `width` keys ending at its own position, with bias `band_bias[:, o]`
@@ -49,21 +77,10 @@ def band_attention(query: jax.Array, key: jax.Array, value: jax.Array, band_bias
     """
     batch, length, heads, dim = query.shape
     width = band_bias.shape[1]
-    blocks = -(-length // width)
-    q = jnp.pad(query, ((0, 0), (0, blocks * width - length), (0, 0), (0, 0)))
-    q = q.reshape(batch, blocks, width, heads, dim)
-
-    def windows(x):  # [b, n, 2w, h, d]: the previous block's keys (zeros before 0), then its own
-        x = jnp.pad(x, ((0, 0), (width, blocks * width - length), (0, 0), (0, 0)))
-        x = x.reshape(batch, blocks + 1, width, heads, dim)
-        # Slices and a concatenation, not a gather: their gradient is no scatter-add.
-        return jnp.concatenate([x[:, :-1], x[:, 1:]], axis=2)
-
-    k, v = windows(key), windows(value)
-    offset = width + jnp.arange(width)[:, None] - jnp.arange(2 * width)[None]    # [w, 2w]
-    key_position = (jnp.arange(blocks)[:, None] - 1) * width + jnp.arange(2 * width)[None]
-    valid = (offset >= 0) & (offset < width)
-    valid = valid[None] & (key_position >= 0)[:, None, :]              # [n, w, 2w]
+    q = band_blocks(query, width)
+    k, v = band_windows(key, width), band_windows(value, width)
+    blocks = q.shape[1]
+    offset, valid = band_geometry(width, blocks)
     bias = jnp.take(band_bias.astype(jnp.float32), jnp.clip(offset, 0, width - 1), axis=1)
     logits = jnp.einsum("bnqhd,bnkhd->bnhqk", q, k, preferred_element_type=jnp.float32)
     logits = jnp.where(valid[None, :, None], logits * scale + bias[None, None], -jnp.inf)

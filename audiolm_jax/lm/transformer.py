@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from audiolm_jax.lm.attention import ActivationConstraint, LayerCache, SelfAttention, SplitBias
+from audiolm_jax.lm.attention import (SPLIT_BIAS_PATHS, ActivationConstraint, LayerCache,
+                                      SelfAttention, SplitBias)
 from audiolm_jax.lm.config import TransformerConfig
 from audiolm_jax.lm.params import logical_param
 from audiolm_jax.lm.relative_bias import RelativePositionBias
@@ -151,7 +152,7 @@ class Transformer(nnx.Module):
                              f"dropout_rate={config.dropout_rate}; pass one or set train=False")
         keys = _split(dropout_rng if train else None, config.num_layers + 2)
         x = dropout(self._embed(tokens), config.dropout_rate, keys[0])
-        if config.attention == "split":
+        if config.attention in SPLIT_BIAS_PATHS:
             bias = SplitBias(*self.relative_bias.split())
         else:
             bias = self.relative_bias.square(tokens.shape[1])[None].astype(x.dtype)

@@ -1,0 +1,161 @@
+"""Causal flash attention with the T5 bias, whose bias gradient comes from a band of offsets.
+
+cuDNN's flash kernels take an additive bias and, in the backward pass, return its gradient as
+a full [heads, T, T] square summed over the batch; that bias-gradient output is what makes the
+biased kernel ~4x slower than the unbiased one at stage 2's shape (docs/RESULTS.md, issue #7).
+The model never needs that square: its bias is a T5 table, a value `band[h, o]` for each offset
+o = query - key below `width` (= the bucketing's max_distance) and one value `far[h]` beyond.
+So this path runs the kernel's backward pass *without* the bias gradient and computes the
+table's gradient itself:
+
+  d band[h, o] = sum over batch and queries i of dS[b, h, i, i - o]     (0 <= o < width)
+  d far[h]     = - sum over o of d band[h, o]
+
+where dS = P * (dP - D) is the gradient of the logits (P the softmax weights, dP = dO V^T,
+D_i = dO_i . O_i). The second line holds because every softmax row's logit gradients sum to
+zero: sum over j of P_ij (dP_ij - D_i) = D_i - D_i. Only dS on the band is needed, and P there
+is exp(logits - lse) with the log-normaliser lse the forward kernel returns anyway. The band is
+computed in blocks of `width` queries against their own and the previous block's keys (the
+windows of `split_attention`), 2 x width / T of the attention's work.
+
+On GPUs the forward and the bias-free backward are cuDNN's (`jax._src.cudnn`'s attention with
+the bias-gradient output switched off; see `_cudnn_attention`); elsewhere an exact XLA
+attention in f32 stands in, so the CPU tests check the same gradient arithmetic.
+
+Shapes as in `attention`: query/key/value [batch, length, heads, head_dim]; band [heads,
+width]; far [heads].
+"""
+from __future__ import annotations
+
+import inspect
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from audiolm_jax.lm.relative_bias import band_far_square
+from audiolm_jax.lm.split_attention import band_blocks, band_geometry, band_windows
+
+_MASKED = -1e30
+
+
+def band_bias_gradient(query: jax.Array, key: jax.Array, value: jax.Array, out: jax.Array,
+                       lse: jax.Array, d_out: jax.Array, band: jax.Array,
+                       scale: float) -> jax.Array:
+    """d loss / d band [heads, width] (f32) from the attention's residuals.
+
+    Args:
+      query, key, value, out, d_out: [batch, length, heads, head_dim] (out: the forward's
+        output, d_out: the loss's gradient in it).
+      lse: [batch, heads, length] f32 log-normaliser of each query's biased, scaled logits.
+      band: [heads, width] the bias at offsets 0 .. width - 1.
+    """
+    width = band.shape[1]
+    q = band_blocks(query, width)                                      # [b, n, w, h, d]
+    d_o = band_blocks(d_out, width)
+    k, v = band_windows(key, width), band_windows(value, width)        # [b, n, 2w, h, d]
+    blocks = q.shape[1]
+    offset, valid = band_geometry(width, blocks)                       # [w, 2w], [n, w, 2w]
+    bias = jnp.take(band.astype(jnp.float32), jnp.clip(offset, 0, width - 1), axis=1)
+    lse = band_blocks(jnp.moveaxis(lse, 1, 2), width)                  # [b, n, w, h]
+    delta = band_blocks(jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), -1), width)
+    logits = jnp.einsum("bnqhd,bnkhd->bnhqk", q, k, preferred_element_type=jnp.float32)
+    d_p = jnp.einsum("bnqhd,bnkhd->bnhqk", d_o, v, preferred_element_type=jnp.float32)
+    lse, delta = jnp.moveaxis(lse, 3, 2)[..., None], jnp.moveaxis(delta, 3, 2)[..., None]
+    p = jnp.exp(jnp.where(valid[None, :, None], logits * scale + bias[None, None] - lse, -jnp.inf))
+    d_s = jnp.sum(p * (d_p - delta), axis=(0, 1))                      # [h, w, 2w]
+    # Offset o of query r sits at window key c = r + width - o.
+    columns = width + jnp.arange(width)[:, None] - jnp.arange(width)[None]   # [r, o]
+    return jnp.sum(jnp.take_along_axis(d_s, columns[None], axis=2), axis=1)
+
+
+def _xla_attention(query, key, value, bias, scale):
+    """(out, lse [b, h, L] f32): exact causal attention with f32 logits and softmax."""
+    logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
+    logits = logits * scale + bias.astype(jnp.float32)
+    length = query.shape[1]
+    causal = jnp.arange(length)[None, :] <= jnp.arange(length)[:, None]
+    logits = jnp.where(causal, logits, _MASKED)
+    lse = jax.nn.logsumexp(logits, axis=-1)
+    weights = jnp.exp(logits - lse[..., None]).astype(value.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights, value), lse
+
+
+# `jax._src.cudnn.fused_attention_stablehlo._dot_product_attention`'s parameters (jax 0.10 to
+# 0.11): its `variadic_args = (has_bias, has_dbias)` is what turns the bias-gradient output off.
+# The public `jax.nn.dot_product_attention` always asks for it when a bias is passed.
+_CUDNN_PARAMETERS = (
+    "query", "key", "value", "bias", "q_seqlen", "kv_seqlen", "q_offsets", "kv_offsets",
+    "page_table_k", "page_table_v", "scale", "seed", "dropout_rate", "variadic_args",
+    "mask_type", "layout", "sliding_window_length", "cudnn_version", "return_residual")
+
+
+def _cudnn_private():
+    """The private cuDNN attention module when its signature is the one written against."""
+    try:
+        from jax._src.cudnn import fused_attention_stablehlo as fused
+        parameters = tuple(inspect.signature(fused._dot_product_attention).parameters)
+    except (ImportError, AttributeError, ValueError, TypeError):
+        return None
+    return fused if parameters == _CUDNN_PARAMETERS else None
+
+
+def cudnn_without_bias_gradient_available() -> bool:
+    return _cudnn_private() is not None
+
+
+def _cudnn_attention(query, key, value, bias, scale):
+    """(out, lse [b, h, L] f32) from cuDNN flash attention with `bias`, its backward pass
+    without the bias gradient. Length must be even (cuDNN's rule with a bias)."""
+    fused = _cudnn_private()
+    unused = jnp.zeros(0, query.dtype)
+    return fused._dot_product_attention(
+        query, key, value, bias.astype(query.dtype), unused, unused, unused, unused, unused,
+        unused, scale, 0, 0.0, (True, False), fused.MaskType.CAUSAL,
+        fused.AttentionLayout.BTNH.value, None, fused.check_cudnn_version(), True)
+
+
+def _kernel(query):
+    from audiolm_jax.lm.attention import cudnn_supported   # attention imports this module
+    if cudnn_supported(query, query) and cudnn_without_bias_gradient_available():
+        return _cudnn_attention
+    return _xla_attention
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _attention(query, key, value, band, far, scale):
+    return _attention_forward(query, key, value, band, far, scale)[0]
+
+
+def _attention_forward(query, key, value, band, far, scale):
+    bias = band_far_square(band, far, query.shape[1])[None]
+    kernel = _kernel(query)
+    (out, lse), kernel_vjp = jax.vjp(lambda q, k, v: kernel(q, k, v, bias, scale), query, key, value)
+    return out, (kernel_vjp, query, key, value, out, lse, band, far)
+
+
+def _attention_backward(scale, residuals, d_out):
+    kernel_vjp, query, key, value, out, lse, band, far = residuals
+    d_query, d_key, d_value = kernel_vjp((d_out, jnp.zeros_like(lse)))
+    d_band = band_bias_gradient(query, key, value, out, lse, d_out, band, scale)
+    d_far = -jnp.sum(d_band, axis=1)
+    return d_query, d_key, d_value, d_band.astype(band.dtype), d_far.astype(far.dtype)
+
+
+_attention.defvjp(_attention_forward, _attention_backward)
+
+
+def band_grad_attention(query: jax.Array, key: jax.Array, value: jax.Array, band: jax.Array,
+                        far: jax.Array) -> jax.Array:
+    """Causal attention with bias band[h, q - k] (q - k < width) and far[h] beyond; equals
+    `reference_attention` with that bias, values and gradients (the band's and far's through
+    the band, see the module docstring). Returns [batch, length, heads, head_dim]."""
+    length = query.shape[1]
+    # cuDNN refuses odd lengths with a bias: one padded position at the end, which no real
+    # query sees (causal) and whose output is dropped (so its gradient is zero).
+    pad = ((0, 0), (0, length % 2), (0, 0), (0, 0))
+    query, key, value = (jnp.pad(x, pad) for x in (query, key, value))
+    out = _attention(query, key, value, band.astype(jnp.float32), far.astype(jnp.float32),
+                     float(1.0 / np.sqrt(query.shape[-1])))
+    return out[:, :length]

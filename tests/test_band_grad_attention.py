@@ -1,0 +1,131 @@
+"""band_grad_attention equals causal attention with the full T5 bias: values and gradients in
+queries, keys, values and the bias table (whose gradient it computes from a band of offsets)."""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from audiolm_jax.lm.attention import causal_mask, reference_attention
+from audiolm_jax.lm.band_grad_attention import (band_grad_attention,
+                                                 cudnn_without_bias_gradient_available)
+from audiolm_jax.lm.config import TransformerConfig
+from audiolm_jax.lm.relative_bias import RelativePositionBias, band_far_square
+from audiolm_jax.lm.sharding_hook import logical_constraint
+from audiolm_jax.lm.transformer import Transformer
+
+HEADS, DIM = 3, 16
+
+
+def bias_module(buckets, width, seed=1):
+    module = RelativePositionBias(HEADS, num_buckets=buckets, max_distance=width, rngs=nnx.Rngs(0))
+    module.embedding[...] = jax.random.normal(jax.random.key(seed), (HEADS, buckets))
+    return nnx.split(module)
+
+
+def losses(length, buckets, width, dtype=jnp.float32):
+    """(reference loss, band_grad loss), each f(q, k, v, bias state) = sum(attention * cotangent)."""
+    graphdef, _ = bias_module(buckets, width)
+    cotangent = jnp.asarray(np.random.default_rng(9).standard_normal((2, length, HEADS, DIM)))
+    positions = jnp.arange(length)
+
+    def reference(q, k, v, state):
+        bias = nnx.merge(graphdef, state).square(length)[None]
+        out = reference_attention(q, k, v, bias, causal_mask(positions, positions))
+        return jnp.sum(out.astype(jnp.float32) * cotangent)
+
+    def band_grad(q, k, v, state):
+        out = band_grad_attention(q, k, v, *nnx.merge(graphdef, state).split())
+        return jnp.sum(out.astype(jnp.float32) * cotangent)
+
+    return reference, band_grad
+
+
+def operands(length, seed=0, dtype=jnp.float32):
+    rng = np.random.default_rng(seed)
+    return tuple(jnp.asarray(rng.standard_normal((2, length, HEADS, DIM)) * 1.5, dtype)
+                 for _ in range(3))
+
+
+@pytest.mark.parametrize("length,buckets,width", [
+    (7, 8, 16), (50, 8, 16), (64, 8, 16), (301, 8, 16), (200, 32, 128), (257, 32, 128)])
+def test_values_and_gradients_equal_the_full_bias_reference(length, buckets, width):
+    reference, band_grad = losses(length, buckets, width)
+    _, state = bias_module(buckets, width)
+    args = (*operands(length), state)
+    want_loss, want = jax.jit(jax.value_and_grad(reference, argnums=(0, 1, 2, 3)))(*args)
+    got_loss, got = jax.jit(jax.value_and_grad(band_grad, argnums=(0, 1, 2, 3)))(*args)
+    np.testing.assert_allclose(got_loss, want_loss, rtol=1e-5)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(g, w, atol=2e-5 * float(jnp.max(jnp.abs(w))))
+
+
+def test_far_bucket_gradient_is_the_negative_band_sum_and_not_zero():
+    # Offsets >= width all share the last bucket; its gradient comes only from the band sum.
+    reference, band_grad = losses(301, 8, 16)
+    _, state = bias_module(8, 16)
+    q, k, v = operands(301, seed=3)
+    want = jax.grad(reference, argnums=3)(q, k, v, state)
+    got = jax.grad(band_grad, argnums=3)(q, k, v, state)
+    far_want, far_got = (jax.tree.leaves(t)[0][:, -1] for t in (want, got))
+    assert float(jnp.min(jnp.abs(far_want))) > 1e-3
+    np.testing.assert_allclose(far_got, far_want, rtol=1e-4, atol=1e-5)
+
+
+def test_band_far_square_equals_the_bucketed_square():
+    graphdef, state = bias_module(32, 128)
+    module = nnx.merge(graphdef, state)
+    for length in (1, 2, 130, 300):
+        np.testing.assert_array_equal(band_far_square(*module.split(), length), module.square(length))
+
+
+def test_bfloat16_close_to_f32():
+    reference, band_grad = losses(301, 8, 16)
+    _, state = bias_module(8, 16)
+    q, k, v = operands(301, seed=5)
+    want = jax.grad(reference, argnums=(0, 3))(q, k, v, state)
+    got = jax.grad(band_grad, argnums=(0, 3))(*(x.astype(jnp.bfloat16) for x in (q, k, v)), state)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        assert float(jnp.max(jnp.abs(g.astype(jnp.float32) - w)) / jnp.max(jnp.abs(w))) < 0.03
+
+
+CONFIG = TransformerConfig(vocab_size=195, num_layers=2, num_heads=4, d_model=64, d_ff=128,
+                           dropout_rate=0.0, relative_buckets=8, relative_max_distance=16)
+
+
+def model_loss_and_grads(attention, tokens, constrain=None):
+    kwargs = {} if constrain is None else {"constrain": constrain}
+    model = Transformer(dataclasses.replace(CONFIG, attention=attention), rngs=nnx.Rngs(0), **kwargs)
+    graphdef, params = nnx.split(model)
+    loss = lambda p: jnp.mean(nnx.merge(graphdef, p)(tokens) ** 2)  # noqa: E731
+    return jax.jit(jax.value_and_grad(loss))(params)
+
+
+def test_band_grad_model_matches_reference_model_and_gradients():
+    tokens = jnp.asarray(np.random.default_rng(6).integers(0, 195, (2, 41)), jnp.int32)  # odd
+    (got_loss, got), (want_loss, want) = (model_loss_and_grads(a, tokens)
+                                          for a in ("band_grad", "reference"))
+    np.testing.assert_allclose(got_loss, want_loss, rtol=1e-5)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(g, w, atol=1e-5 * (1 + float(jnp.max(jnp.abs(w)))))
+
+
+def test_band_grad_model_sharded_over_batch_and_heads_keeps_loss_and_gradients():
+    # The table's gradient sums over the batch: sharding the batch must not change it.
+    mesh = jax.make_mesh((2, 4), ("data", "model"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
+    rules = [("batch", "data"), ("heads", "model"), ("mlp", "model"), ("vocab", "model"),
+             ("embed", None), ("length", None), ("kv", None)]
+    tokens = jnp.asarray(np.random.default_rng(7).integers(0, 195, (2, 40)), jnp.int32)
+    plain_loss, plain = model_loss_and_grads("band_grad", tokens)
+    loss, grads = model_loss_and_grads("band_grad", tokens, logical_constraint(mesh, rules))
+    np.testing.assert_allclose(loss, plain_loss, rtol=1e-5)
+    for g, w in zip(jax.tree.leaves(grads), jax.tree.leaves(plain)):
+        np.testing.assert_allclose(g, w, atol=1e-5 * (1 + float(jnp.max(jnp.abs(w)))))
+
+
+def test_private_cudnn_entry_point_has_the_expected_signature():
+    # The GPU path calls jax's private cuDNN attention with the bias gradient switched off; if
+    # jax changes that function, this fails here instead of silently falling back to XLA there.
+    assert cudnn_without_bias_gradient_available()
