@@ -125,6 +125,22 @@ def test_band_grad_model_sharded_over_batch_and_heads_keeps_loss_and_gradients()
         np.testing.assert_allclose(g, w, atol=1e-5 * (1 + float(jnp.max(jnp.abs(w)))))
 
 
+def test_public_api_fallback_gives_the_same_gradients(monkeypatch):
+    # A jax whose private cuDNN entry point differs gets jax.nn.dot_product_attention (its
+    # residual laid out [b, L, h]); here its XLA implementation stands in for cuDNN.
+    from functools import partial
+    from audiolm_jax.lm import band_grad_attention as module
+    monkeypatch.setattr(module, "_kernel",
+                        lambda query: partial(module._public_attention, implementation="xla"))
+    reference, band_grad = losses(50, 8, 16)
+    _, state = bias_module(8, 16)
+    args = (*operands(50, seed=4), state)
+    want = jax.grad(reference, argnums=(0, 3))(*args)
+    got = jax.grad(band_grad, argnums=(0, 3))(*args)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(g, w, atol=2e-5 * float(jnp.max(jnp.abs(w))))
+
+
 def test_private_cudnn_entry_point_has_the_expected_signature():
     # The GPU path calls jax's private cuDNN attention with the bias gradient switched off; if
     # jax changes that function, this fails here instead of silently falling back to XLA there.

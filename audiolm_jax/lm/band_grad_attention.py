@@ -19,8 +19,9 @@ computed in blocks of `width` queries against their own and the previous block's
 windows of `split_attention`), 2 x width / T of the attention's work.
 
 On GPUs the forward and the bias-free backward are cuDNN's (`jax._src.cudnn`'s attention with
-the bias-gradient output switched off; see `_cudnn_attention`); elsewhere an exact XLA
-attention in f32 stands in, so the CPU tests check the same gradient arithmetic.
+the bias-gradient output switched off; see `_cudnn_attention`; a jax whose private entry point
+differs gets the public one, bias gradient and all); elsewhere an exact XLA attention in f32
+stands in, so the CPU tests check the same gradient arithmetic.
 
 Shapes as in `attention`: query/key/value [batch, length, heads, head_dim]; band [heads,
 width]; far [heads].
@@ -28,6 +29,7 @@ width]; far [heads].
 from __future__ import annotations
 
 import inspect
+import logging
 from functools import partial
 
 import jax
@@ -116,11 +118,26 @@ def _cudnn_attention(query, key, value, bias, scale):
         fused.AttentionLayout.BTNH.value, None, fused.check_cudnn_version(), True)
 
 
+def _public_attention(query, key, value, bias, scale, implementation="cudnn"):
+    """(out, lse) through the public API, for a jax whose private entry point differs: cuDNN
+    then computes the bias gradient too (and it is dropped), and the public API hands the
+    log-normaliser back [b, L, h] in the compute dtype (bf16: the band's weights within ~3%)."""
+    out, lse = jax.nn.dot_product_attention(query, key, value, bias=bias.astype(query.dtype),
+                                            scale=scale, is_causal=True,
+                                            implementation=implementation, return_residual=True)
+    return out, jnp.moveaxis(lse, 2, 1).astype(jnp.float32)
+
+
 def _kernel(query):
     from audiolm_jax.lm.attention import cudnn_supported   # attention imports this module
-    if cudnn_supported(query, query) and cudnn_without_bias_gradient_available():
+    if not cudnn_supported(query, query):
+        return _xla_attention
+    if cudnn_without_bias_gradient_available():
         return _cudnn_attention
-    return _xla_attention
+    logging.warning("band_grad_attention: jax %s's private cuDNN attention has another signature; "
+                    "using the public one, which also computes the bias gradient (slower)",
+                    jax.__version__)
+    return _public_attention
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(5,))
