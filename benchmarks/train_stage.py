@@ -110,8 +110,10 @@ def main() -> int:
     p.add_argument("--prng-impl", default=None, choices=("threefry2x32", "rbg", "unsafe_rbg"),
                    help="jax_default_prng_impl for the dropout masks (default: JAX's threefry)")
     p.add_argument("--attention", default="fast", choices=ATTENTION_PATHS,
-                   help="fast: cuDNN flash with the bias; split: the bias on a band in XLA, "
-                        "the rest through the unbiased flash kernel (lm/split_attention.py)")
+                   help="fast: cuDNN flash with the bias; band_grad: the same without cuDNN's "
+                        "bias gradient, the table's from a band (lm/band_grad_attention.py); "
+                        "split: the bias on a band in XLA, the rest through the unbiased flash "
+                        "kernel (lm/split_attention.py)")
     p.add_argument("--tiny", action="store_true", help="tiny model and short sequences (CPU smoke)")
     p.add_argument("--out", default=os.path.join(ROOT, "results", "train_stage.json"))
     args = p.parse_args()
