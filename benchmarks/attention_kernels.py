@@ -17,6 +17,8 @@ design would cost, piece by piece, on the device at hand:
                    the unbiased kernel (head size 72 with the normaliser columns), merged
   band_grad        `audiolm_jax.lm.band_grad_attention`: cuDNN with the bias but without its
                    bias-gradient output; the table's gradient from the 128-offset band
+  band_grad_b64, band_grad_b32  the same with the band in blocks of 64 or 32 queries (192 or 160
+                   keys per query instead of 256; smaller matrix products)
 
 Rows with a bias also give the forward output's largest error against an f32 reference
 (einsum, full bias, f32 softmax), relative to the reference's largest magnitude, and the same
@@ -52,8 +54,9 @@ from audiolm_jax.lm.relative_bias import RelativePositionBias  # noqa: E402
 from audiolm_jax.lm.split_attention import band_attention, split_bias_attention  # noqa: E402
 from train_stage import STAGES  # noqa: E402
 
-VARIANTS = ("cudnn_bias", "cudnn_no_bias", "cudnn_no_bias_d72", "xla_band", "split", "band_grad")
-BIASED = ("cudnn_bias", "split", "band_grad")
+VARIANTS = ("cudnn_bias", "cudnn_no_bias", "cudnn_no_bias_d72", "xla_band", "split", "band_grad",
+            "band_grad_b64", "band_grad_b32")
+BIASED = ("cudnn_bias", "split", "band_grad", "band_grad_b64", "band_grad_b32")
 
 
 def make_step(variant, length, heads, width=128):
@@ -65,8 +68,9 @@ def make_step(variant, length, heads, width=128):
         scale = 1.0 / np.sqrt(q.shape[-1])         # the model's head size, also when widened
         if variant == "cudnn_bias":
             out = attention.fast_causal_attention(q, k, v, bias.square(length)[None])
-        elif variant == "band_grad":
-            out = band_grad_attention(q, k, v, *bias.split())
+        elif variant.startswith("band_grad"):
+            block = int(variant.split("_b")[-1]) if "_b" in variant else None
+            out = band_grad_attention(q, k, v, *bias.split(), block=block)
         elif variant == "cudnn_no_bias":
             out = attention.unbiased_flash_attention(q, k, v, scale)
         elif variant == "cudnn_no_bias_d72":

@@ -25,7 +25,7 @@ def bias_module(buckets, width, seed=1):
     return nnx.split(module)
 
 
-def losses(length, buckets, width, dtype=jnp.float32):
+def losses(length, buckets, width, block=None):
     """(reference loss, band_grad loss), each f(q, k, v, bias state) = sum(attention * cotangent)."""
     graphdef, _ = bias_module(buckets, width)
     cotangent = jnp.asarray(np.random.default_rng(9).standard_normal((2, length, HEADS, DIM)))
@@ -37,7 +37,7 @@ def losses(length, buckets, width, dtype=jnp.float32):
         return jnp.sum(out.astype(jnp.float32) * cotangent)
 
     def band_grad(q, k, v, state):
-        out = band_grad_attention(q, k, v, *nnx.merge(graphdef, state).split())
+        out = band_grad_attention(q, k, v, *nnx.merge(graphdef, state).split(), block=block)
         return jnp.sum(out.astype(jnp.float32) * cotangent)
 
     return reference, band_grad
@@ -49,10 +49,11 @@ def operands(length, seed=0, dtype=jnp.float32):
                  for _ in range(3))
 
 
-@pytest.mark.parametrize("length,buckets,width", [
-    (7, 8, 16), (50, 8, 16), (64, 8, 16), (301, 8, 16), (200, 32, 128), (257, 32, 128)])
-def test_values_and_gradients_equal_the_full_bias_reference(length, buckets, width):
-    reference, band_grad = losses(length, buckets, width)
+@pytest.mark.parametrize("length,buckets,width,block", [
+    (7, 8, 16, None), (50, 8, 16, None), (64, 8, 16, None), (301, 8, 16, None), (301, 8, 16, 4),
+    (50, 8, 16, 8), (200, 32, 128, None), (257, 32, 128, 64), (257, 32, 128, 32)])
+def test_values_and_gradients_equal_the_full_bias_reference(length, buckets, width, block):
+    reference, band_grad = losses(length, buckets, width, block)
     _, state = bias_module(buckets, width)
     args = (*operands(length), state)
     want_loss, want = jax.jit(jax.value_and_grad(reference, argnums=(0, 1, 2, 3)))(*args)
@@ -60,6 +61,12 @@ def test_values_and_gradients_equal_the_full_bias_reference(length, buckets, wid
     np.testing.assert_allclose(got_loss, want_loss, rtol=1e-5)
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         np.testing.assert_allclose(g, w, atol=2e-5 * float(jnp.max(jnp.abs(w))))
+
+
+def test_block_that_does_not_divide_the_band_is_refused():
+    graphdef, state = bias_module(8, 16)
+    with pytest.raises(ValueError, match="block=5 must divide the band width 16"):
+        band_grad_attention(*operands(20), *nnx.merge(graphdef, state).split(), block=5)
 
 
 def test_far_bucket_gradient_is_the_negative_band_sum_and_not_zero():

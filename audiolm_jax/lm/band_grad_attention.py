@@ -15,8 +15,8 @@ where dS = P * (dP - D) is the gradient of the logits (P the softmax weights, dP
 D_i = dO_i . O_i). The second line holds because every softmax row's logit gradients sum to
 zero: sum over j of P_ij (dP_ij - D_i) = D_i - D_i. Only dS on the band is needed, and P there
 is exp(logits - lse) with the log-normaliser lse the forward kernel returns anyway. The band is
-computed in blocks of `width` queries against their own and the previous block's keys (the
-windows of `split_attention`), 2 x width / T of the attention's work.
+computed in blocks of queries (`width` by default) against the `width` keys before each block
+and its own (the windows of `split_attention`), (width + block) / T of the attention's work.
 
 On GPUs the forward and the bias-free backward are cuDNN's (`jax._src.cudnn`'s attention with
 the bias-gradient output switched off; see `_cudnn_attention`; a jax whose private entry point
@@ -43,8 +43,8 @@ _MASKED = -1e30
 
 
 def band_bias_gradient(query: jax.Array, key: jax.Array, value: jax.Array, out: jax.Array,
-                       lse: jax.Array, d_out: jax.Array, band: jax.Array,
-                       scale: float) -> jax.Array:
+                       lse: jax.Array, d_out: jax.Array, band: jax.Array, scale: float,
+                       block: int | None = None) -> jax.Array:
     """d loss / d band [heads, width] (f32) from the attention's residuals.
 
     Args:
@@ -52,23 +52,26 @@ def band_bias_gradient(query: jax.Array, key: jax.Array, value: jax.Array, out: 
         output, d_out: the loss's gradient in it).
       lse: [batch, heads, length] f32 log-normaliser of each query's biased, scaled logits.
       band: [heads, width] the bias at offsets 0 .. width - 1.
+      block: queries per block (default `width`; a divisor of it): each block meets the width +
+        block keys ending at its last query, so smaller blocks waste less of that window (and
+        give the matrix products fewer rows).
     """
     width = band.shape[1]
-    q = band_blocks(query, width)                                      # [b, n, w, h, d]
-    d_o = band_blocks(d_out, width)
-    k, v = band_windows(key, width), band_windows(value, width)        # [b, n, 2w, h, d]
-    blocks = q.shape[1]
-    offset, valid = band_geometry(width, blocks)                       # [w, 2w], [n, w, 2w]
+    block = block or width
+    q = band_blocks(query, block)                                      # [b, n, r, h, d]
+    d_o = band_blocks(d_out, block)
+    k, v = band_windows(key, width, block), band_windows(value, width, block)  # [b, n, c, h, d]
+    offset, valid = band_geometry(width, q.shape[1], block)            # [r, c], [n, r, c]
     bias = jnp.take(band.astype(jnp.float32), jnp.clip(offset, 0, width - 1), axis=1)
-    lse = band_blocks(jnp.moveaxis(lse, 1, 2), width)                  # [b, n, w, h]
-    delta = band_blocks(jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), -1), width)
+    lse = band_blocks(jnp.moveaxis(lse, 1, 2), block)                  # [b, n, r, h]
+    delta = band_blocks(jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), -1), block)
     logits = jnp.einsum("bnqhd,bnkhd->bnhqk", q, k, preferred_element_type=jnp.float32)
     d_p = jnp.einsum("bnqhd,bnkhd->bnhqk", d_o, v, preferred_element_type=jnp.float32)
     lse, delta = jnp.moveaxis(lse, 3, 2)[..., None], jnp.moveaxis(delta, 3, 2)[..., None]
     p = jnp.exp(jnp.where(valid[None, :, None], logits * scale + bias[None, None] - lse, -jnp.inf))
-    d_s = jnp.sum(p * (d_p - delta), axis=(0, 1))                      # [h, w, 2w]
+    d_s = jnp.sum(p * (d_p - delta), axis=(0, 1))                      # [h, r, c]
     # Offset o of query r sits at window key c = r + width - o.
-    columns = width + jnp.arange(width)[:, None] - jnp.arange(width)[None]   # [r, o]
+    columns = width + jnp.arange(block)[:, None] - jnp.arange(width)[None]   # [r, o]
     return jnp.sum(jnp.take_along_axis(d_s, columns[None], axis=2), axis=1)
 
 
@@ -140,22 +143,22 @@ def _kernel(query):
     return _public_attention
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(5,))
-def _attention(query, key, value, band, far, scale):
-    return _attention_forward(query, key, value, band, far, scale)[0]
+@partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def _attention(query, key, value, band, far, scale, block):
+    return _attention_forward(query, key, value, band, far, scale, block)[0]
 
 
-def _attention_forward(query, key, value, band, far, scale):
+def _attention_forward(query, key, value, band, far, scale, block):
     bias = band_far_square(band, far, query.shape[1])[None]
     kernel = _kernel(query)
     (out, lse), kernel_vjp = jax.vjp(lambda q, k, v: kernel(q, k, v, bias, scale), query, key, value)
     return out, (kernel_vjp, query, key, value, out, lse, band, far)
 
 
-def _attention_backward(scale, residuals, d_out):
+def _attention_backward(scale, block, residuals, d_out):
     kernel_vjp, query, key, value, out, lse, band, far = residuals
     d_query, d_key, d_value = kernel_vjp((d_out, jnp.zeros_like(lse)))
-    d_band = band_bias_gradient(query, key, value, out, lse, d_out, band, scale)
+    d_band = band_bias_gradient(query, key, value, out, lse, d_out, band, scale, block)
     d_far = -jnp.sum(d_band, axis=1)
     return d_query, d_key, d_value, d_band.astype(band.dtype), d_far.astype(far.dtype)
 
@@ -164,15 +167,18 @@ _attention.defvjp(_attention_forward, _attention_backward)
 
 
 def band_grad_attention(query: jax.Array, key: jax.Array, value: jax.Array, band: jax.Array,
-                        far: jax.Array) -> jax.Array:
+                        far: jax.Array, block: int | None = None) -> jax.Array:
     """Causal attention with bias band[h, q - k] (q - k < width) and far[h] beyond; equals
     `reference_attention` with that bias, values and gradients (the band's and far's through
-    the band, see the module docstring). Returns [batch, length, heads, head_dim]."""
-    length = query.shape[1]
+    the band, see the module docstring; `block`: `band_bias_gradient`'s query blocks).
+    Returns [batch, length, heads, head_dim]."""
+    length, width = query.shape[1], band.shape[1]
+    if block is not None and (block < 1 or width % block):
+        raise ValueError(f"band_grad_attention: block={block} must divide the band width {width}")
     # cuDNN refuses odd lengths with a bias: one padded position at the end, which no real
     # query sees (causal) and whose output is dropped (so its gradient is zero).
     pad = ((0, 0), (0, length % 2), (0, 0), (0, 0))
     query, key, value = (jnp.pad(x, pad) for x in (query, key, value))
     out = _attention(query, key, value, band.astype(jnp.float32), far.astype(jnp.float32),
-                     float(1.0 / np.sqrt(query.shape[-1])))
+                     float(1.0 / np.sqrt(query.shape[-1])), block)
     return out[:, :length]

@@ -38,30 +38,36 @@ def xla_attend(query, key, value, scale):
     return jax.nn.dot_product_attention(query, key, value, scale=scale, is_causal=True)
 
 
-def band_blocks(x: jax.Array, width: int) -> jax.Array:
-    """[b, L, h, d] -> [b, n, width, h, d]: blocks of `width` positions, zero-padded at the end."""
+def band_blocks(x: jax.Array, block: int) -> jax.Array:
+    """[b, L, ...] -> [b, n, block, ...]: blocks of `block` positions, zero-padded at the end."""
     batch, length = x.shape[:2]
-    blocks = -(-length // width)
-    x = jnp.pad(x, ((0, 0), (0, blocks * width - length)) + ((0, 0),) * (x.ndim - 2))
-    return x.reshape(batch, blocks, width, *x.shape[2:])
+    blocks = -(-length // block)
+    x = jnp.pad(x, ((0, 0), (0, blocks * block - length)) + ((0, 0),) * (x.ndim - 2))
+    return x.reshape(batch, blocks, block, *x.shape[2:])
 
 
-def band_windows(x: jax.Array, width: int) -> jax.Array:
-    """[b, L, h, d] -> [b, n, 2 width, h, d]: for each block of `width` queries, the previous
-    block's keys (zeros before position 0), then its own."""
+def band_windows(x: jax.Array, width: int, block: int | None = None) -> jax.Array:
+    """[b, L, h, d] -> [b, n, width + block, h, d]: for each block of `block` queries (default
+    `width`; a divisor of it), the `width` keys before the block (zeros before position 0),
+    then its own."""
+    block = block or width
+    if width % block:
+        raise ValueError(f"band_windows: block {block} must divide width {width}")
     batch, length = x.shape[:2]
-    blocks = -(-length // width)
-    x = jnp.pad(x, ((0, 0), (width, blocks * width - length)) + ((0, 0),) * (x.ndim - 2))
-    x = x.reshape(batch, blocks + 1, width, *x.shape[2:])
+    blocks = -(-length // block)
+    x = jnp.pad(x, ((0, 0), (width, blocks * block - length)) + ((0, 0),) * (x.ndim - 2))
+    x = x.reshape(batch, blocks + width // block, block, *x.shape[2:])
     # Slices and a concatenation, not a gather: their gradient is no scatter-add.
-    return jnp.concatenate([x[:, :-1], x[:, 1:]], axis=2)
+    return jnp.concatenate([x[:, i:i + blocks] for i in range(width // block + 1)], axis=2)
 
 
-def band_geometry(width: int, blocks: int) -> tuple[jax.Array, jax.Array]:
-    """For query r of a block and key c of its window: offset [w, 2w] = query - key position,
-    and valid [n, w, 2w] = the key is in the band (0 <= offset < width) and not before 0."""
-    offset = width + jnp.arange(width)[:, None] - jnp.arange(2 * width)[None]
-    key_position = (jnp.arange(blocks)[:, None] - 1) * width + jnp.arange(2 * width)[None]
+def band_geometry(width: int, blocks: int, block: int | None = None) -> tuple[jax.Array, jax.Array]:
+    """For query r of a block and key c of its window (`band_windows`): offset [block, width +
+    block] = query - key position, and valid [n, block, width + block] = the key is in the band
+    (0 <= offset < width) and not before 0."""
+    block = block or width
+    offset = width + jnp.arange(block)[:, None] - jnp.arange(width + block)[None]
+    key_position = jnp.arange(blocks)[:, None] * block - width + jnp.arange(width + block)[None]
     valid = (offset >= 0) & (offset < width)
     return offset, valid[None] & (key_position >= 0)[:, None, :]
 
