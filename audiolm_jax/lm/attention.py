@@ -48,6 +48,13 @@ _MASKED = -1e30
 ActivationConstraint = Callable[[jax.Array, tuple], jax.Array]
 
 
+def reference_logits(query: jax.Array, key: jax.Array, bias: jax.Array, mask: jax.Array,
+                     scale: float) -> jax.Array:
+    """f32 [batch, heads, queries, keys]: q k^T * scale + bias, masked logits at `_MASKED`."""
+    logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
+    return jnp.where(mask, logits * scale + bias.astype(jnp.float32), _MASKED)
+
+
 def reference_attention(query: jax.Array, key: jax.Array, value: jax.Array, bias: jax.Array,
                         mask: jax.Array) -> jax.Array:
     """softmax(q k^T / sqrt(head_dim) + bias, masked) v, logits and softmax in f32.
@@ -60,10 +67,7 @@ def reference_attention(query: jax.Array, key: jax.Array, value: jax.Array, bias
     Returns:
       [batch, queries, heads, head_dim] in `value.dtype`.
     """
-    scale = 1.0 / np.sqrt(query.shape[-1])
-    logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
-    logits = logits * scale + bias.astype(jnp.float32)
-    logits = jnp.where(mask, logits, _MASKED)
+    logits = reference_logits(query, key, bias, mask, 1.0 / np.sqrt(query.shape[-1]))
     weights = jax.nn.softmax(logits, axis=-1).astype(value.dtype)
     return jnp.einsum("bhqk,bkhd->bqhd", weights, value)
 

@@ -37,9 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from audiolm_jax.lm.relative_bias import band_far_square
-from audiolm_jax.lm.split_attention import band_blocks, band_geometry, band_windows
-
-_MASKED = -1e30
+from audiolm_jax.lm.split_attention import band_blocks, band_logits, band_windows
 
 
 def band_bias_gradient(query: jax.Array, key: jax.Array, value: jax.Array, out: jax.Array,
@@ -58,17 +56,14 @@ def band_bias_gradient(query: jax.Array, key: jax.Array, value: jax.Array, out: 
     """
     width = band.shape[1]
     block = block or width
-    q = band_blocks(query, block)                                      # [b, n, r, h, d]
-    d_o = band_blocks(d_out, block)
-    k, v = band_windows(key, width, block), band_windows(value, width, block)  # [b, n, c, h, d]
-    offset, valid = band_geometry(width, q.shape[1], block)            # [r, c], [n, r, c]
-    bias = jnp.take(band.astype(jnp.float32), jnp.clip(offset, 0, width - 1), axis=1)
+    logits = band_logits(query, key, band, scale, block)               # [b, n, h, r, c]
+    # d_out against the windows of values: dP on the same (block, window) grid.
+    d_p = jnp.einsum("bnqhd,bnkhd->bnhqk", band_blocks(d_out, block),
+                     band_windows(value, width, block), preferred_element_type=jnp.float32)
     lse = band_blocks(jnp.moveaxis(lse, 1, 2), block)                  # [b, n, r, h]
     delta = band_blocks(jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), -1), block)
-    logits = jnp.einsum("bnqhd,bnkhd->bnhqk", q, k, preferred_element_type=jnp.float32)
-    d_p = jnp.einsum("bnqhd,bnkhd->bnhqk", d_o, v, preferred_element_type=jnp.float32)
     lse, delta = jnp.moveaxis(lse, 3, 2)[..., None], jnp.moveaxis(delta, 3, 2)[..., None]
-    p = jnp.exp(jnp.where(valid[None, :, None], logits * scale + bias[None, None] - lse, -jnp.inf))
+    p = jnp.exp(logits - lse)                                          # 0 outside the band
     d_s = jnp.sum(p * (d_p - delta), axis=(0, 1))                      # [h, r, c]
     # Offset o of query r sits at window key c = r + width - o.
     columns = width + jnp.arange(block)[:, None] - jnp.arange(width)[None]   # [r, o]
@@ -77,11 +72,9 @@ def band_bias_gradient(query: jax.Array, key: jax.Array, value: jax.Array, out: 
 
 def _xla_attention(query, key, value, bias, scale):
     """(out, lse [b, h, L] f32): exact causal attention with f32 logits and softmax."""
-    logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
-    logits = logits * scale + bias.astype(jnp.float32)
-    length = query.shape[1]
-    causal = jnp.arange(length)[None, :] <= jnp.arange(length)[:, None]
-    logits = jnp.where(causal, logits, _MASKED)
+    from audiolm_jax.lm.attention import causal_mask, reference_logits  # imports this module
+    positions = jnp.arange(query.shape[1])
+    logits = reference_logits(query, key, bias, causal_mask(positions, positions), scale)
     lse = jax.nn.logsumexp(logits, axis=-1)
     weights = jnp.exp(logits - lse[..., None]).astype(value.dtype)
     return jnp.einsum("bhqk,bkhd->bqhd", weights, value), lse

@@ -72,6 +72,20 @@ def band_geometry(width: int, blocks: int, block: int | None = None) -> tuple[ja
     return offset, valid[None] & (key_position >= 0)[:, None, :]
 
 
+def band_logits(query: jax.Array, key: jax.Array, band_bias: jax.Array, scale: float,
+                block: int | None = None) -> jax.Array:
+    """f32 [b, n, h, block, width + block]: each block of queries against its window
+    (`band_windows`), scaled, plus `band_bias[:, q - k]`; -inf outside the band."""
+    width = band_bias.shape[1]
+    block = block or width
+    q = band_blocks(query, block)
+    k = band_windows(key, width, block)
+    offset, valid = band_geometry(width, q.shape[1], block)
+    bias = jnp.take(band_bias.astype(jnp.float32), jnp.clip(offset, 0, width - 1), axis=1)
+    logits = jnp.einsum("bnqhd,bnkhd->bnhqk", q, k, preferred_element_type=jnp.float32)
+    return jnp.where(valid[None, :, None], logits * scale + bias[None, None], -jnp.inf)
+
+
 def band_attention(query: jax.Array, key: jax.Array, value: jax.Array, band_bias: jax.Array,
                    scale: float) -> tuple[jax.Array, jax.Array]:
     """Each query over the `width` keys ending at its own position, with bias `band_bias[:, o]`
@@ -83,13 +97,9 @@ def band_attention(query: jax.Array, key: jax.Array, value: jax.Array, band_bias
     """
     batch, length, heads, dim = query.shape
     width = band_bias.shape[1]
-    q = band_blocks(query, width)
-    k, v = band_windows(key, width), band_windows(value, width)
-    blocks = q.shape[1]
-    offset, valid = band_geometry(width, blocks)
-    bias = jnp.take(band_bias.astype(jnp.float32), jnp.clip(offset, 0, width - 1), axis=1)
-    logits = jnp.einsum("bnqhd,bnkhd->bnhqk", q, k, preferred_element_type=jnp.float32)
-    logits = jnp.where(valid[None, :, None], logits * scale + bias[None, None], -jnp.inf)
+    logits = band_logits(query, key, band_bias, scale)                 # [b, n, h, w, 2w]
+    v = band_windows(value, width)
+    blocks = logits.shape[1]
     lse = jax.nn.logsumexp(logits, axis=-1)                            # [b, n, h, w]
     weights = jnp.exp(logits - lse[..., None])
     out = jnp.einsum("bnhqk,bnkhd->bnqhd", weights.astype(value.dtype), v,
