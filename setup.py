@@ -56,6 +56,7 @@ EXTRAS = {
     "dev": [
         "pytest==9.2.0",
         "pytest-timeout>=2.3",
+        "pytest-xdist==3.8.0",
         "hypothesis>=6.100",
     ],
 }

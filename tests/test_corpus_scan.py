@@ -1,4 +1,8 @@
 """scan_corpus: every layout, text sources, order, ids, and errors that say what is wrong."""
+import io
+import logging
+import os
+
 import pytest
 
 from audiolm_jax.data import CorpusLayoutError, find_audio, is_audio_name, scan_corpus
@@ -72,6 +76,23 @@ def test_audio_at_wrong_depth_is_reported_not_listed(tmp_path):
     index = scan_corpus(tmp_path)
     assert str(stray) not in {e.path for e in index}
     assert "wrong depth" in index.problems[str(stray)]
+
+
+def test_a_stray_file_whose_name_is_not_utf8_is_still_logged(tmp_path):
+    # os.walk hands such names back with surrogate escapes; a UTF-8 log stream refuses those,
+    # and the logging module then drops the warning (prints "--- Logging error ---" instead).
+    write_speech_tree(tmp_path)
+    os.close(os.open(os.path.join(os.fsencode(tmp_path), b"train", b"101", b"stray\xff.flac"),
+                     os.O_CREAT | os.O_WRONLY))
+    stream = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
+    handler = logging.StreamHandler(stream)
+    logger = logging.getLogger("audiolm_jax.data.corpus")
+    logger.addHandler(handler)
+    try:
+        scan_corpus(tmp_path)
+    finally:
+        logger.removeHandler(handler)
+    assert b"stray\\xff.flac: " in stream.buffer.getvalue()
 
 
 def test_unreadable_json_keeps_the_example_and_reports(tmp_path):

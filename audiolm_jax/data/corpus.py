@@ -128,7 +128,9 @@ def scan_corpus(root: str | os.PathLike, layout: str = "libri_light",
                                             speaker=speaker, group=group, text=text,
                                             meta_path=meta_path)))
     for path, reason in problems.items():
-        log.warning("%s: %s", path, reason)
+        # A name that is not UTF-8 (surrogate escapes from os.walk) would make the log handler
+        # fail on encoding and drop the warning: show its undecodable bytes as \x escapes.
+        log.warning("%s: %s", os.fsencode(path).decode("utf-8", "backslashreplace"), reason)
     if not found:
         hint = (f"; {len(problems)} audio file(s) at other depths, e.g. {next(iter(problems))} "
                 "-- is `root` one level too high or low, or the layout wrong?") if problems else ""
