@@ -6,8 +6,9 @@ into multiply + reduce instead of a GEMM. This times a decoder's per-layer produ
 out, gated FFN wi_0, wi_1, wo) in a `fori_loop` like sampling's, in variants: "separate" (the
 model's seven products), "fused" (q|k|v one product, wi_0|wi_1 one), and "*_rows{M}" (the
 activation padded to M rows, so the dot is no longer matrix-vector and stays a GEMM; the fine
-stage decodes several chunks at once, so its products already have M > 1).
-Writes JSON with microseconds per step and the HBM bandwidth the weights' bytes imply.
+stage decodes several chunks at once, so its products already have M > 1), and "int8w*"
+(weight-only int8 with a scale per output column: half the weight bytes, if XLA keeps the
+conversion inside the product). Writes JSON with microseconds per step and the HBM bandwidth the weights' bytes imply.
 
     python benchmarks/decode_projections.py --out results/x.json
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import time
 
 import jax
@@ -23,9 +25,24 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def weights(d, f, layers, dtype, fused):
+def int8_columns(w):
+    """Weight-only int8, one f32 scale per output column (what `--weights int8` decoding would
+    store): half the bytes of bf16 per step; `matmul` converts back inside the product."""
+    scale = np.maximum(np.abs(w).max(axis=0), 1e-12) / 127.0
+    return (jnp.asarray(np.round(w / scale), jnp.int8), jnp.asarray(scale, jnp.float32))
+
+
+def matmul(x, w):
+    if isinstance(w, tuple):
+        q, scale = w
+        return (x @ q.astype(x.dtype)) * scale.astype(x.dtype)
+    return x @ w
+
+
+def weights(d, f, layers, dtype, fused, int8=False):
     rng = np.random.default_rng(0)
-    w = lambda *s: jnp.asarray(rng.standard_normal(s) / np.sqrt(s[0]), dtype)
+    w = lambda *s: (int8_columns(rng.standard_normal(s) / np.sqrt(s[0])) if int8 else
+                    jnp.asarray(rng.standard_normal(s) / np.sqrt(s[0]), dtype))
     if fused:
         return [dict(qkv=w(d, 3 * d), o=w(d, d), wi=w(d, 2 * f), wo=w(f, d)) for _ in range(layers)]
     return [dict(q=w(d, d), k=w(d, d), v=w(d, d), o=w(d, d), wi0=w(d, f), wi1=w(d, f), wo=w(f, d))
@@ -35,13 +52,13 @@ def weights(d, f, layers, dtype, fused):
 def layer(x, p, fused):
     """x [rows, d] -> [rows, d]: the products of one block (attention itself left out)."""
     if fused:
-        q, k, v = jnp.split(x @ p["qkv"], 3, axis=-1)
-        h = x + (q + k + v) @ p["o"]
-        a, b = jnp.split(h @ p["wi"], 2, axis=-1)
+        q, k, v = jnp.split(matmul(x, p["qkv"]), 3, axis=-1)
+        h = x + matmul(q + k + v, p["o"])
+        a, b = jnp.split(matmul(h, p["wi"]), 2, axis=-1)
     else:
-        h = x + (x @ p["q"] + x @ p["k"] + x @ p["v"]) @ p["o"]
-        a, b = h @ p["wi0"], h @ p["wi1"]
-    return h + (jax.nn.gelu(a) * b) @ p["wo"]
+        h = x + matmul(matmul(x, p["q"]) + matmul(x, p["k"]) + matmul(x, p["v"]), p["o"])
+        a, b = matmul(h, p["wi0"]), matmul(h, p["wi1"])
+    return h + matmul(jax.nn.gelu(a) * b, p["wo"])
 
 
 @functools.partial(jax.jit, static_argnames=("fused", "rows", "steps"))
@@ -63,13 +80,15 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default="results/decode_projections.json")
     args = parser.parse_args(argv)
-    variants = {"separate": (False, 1), "separate_rows2": (False, 2), "separate_rows4": (False, 4),
-                "fused": (True, 1), "fused_rows2": (True, 2)}
+    variants = {"separate": (False, 1, False), "separate_rows2": (False, 2, False),
+                "separate_rows4": (False, 4, False), "fused": (True, 1, False),
+                "fused_rows2": (True, 2, False), "int8w": (False, 1, True),
+                "int8w_rows2": (False, 2, True), "int8w_fused_rows2": (True, 2, True)}
     weight_bytes = 2 * args.layers * (4 * args.d_model ** 2 + 3 * args.d_model * args.d_ff)
     rows = {}
     x = jnp.ones((1, args.d_model), jnp.bfloat16)
-    for name, (fused, m) in variants.items():
-        params = weights(args.d_model, args.d_ff, args.layers, jnp.bfloat16, fused)
+    for name, (fused, m, int8) in variants.items():
+        params = weights(args.d_model, args.d_ff, args.layers, jnp.bfloat16, fused, int8)
         jax.block_until_ready(run(params, x, fused=fused, rows=m, steps=args.steps))
         times = []
         for _ in range(args.repeats):
@@ -77,11 +96,12 @@ def main(argv=None) -> int:
             jax.block_until_ready(run(params, x, fused=fused, rows=m, steps=args.steps))
             times.append(time.perf_counter() - t)
         us = 1e6 * min(times) / args.steps
-        rows[name] = {"us_per_step": us, "weight_tb_per_s": weight_bytes / us / 1e6}
-        print(f"{name}: {us:.1f} us per step, {weight_bytes / us / 1e6:.2f} TB/s", flush=True)
+        read = weight_bytes // 2 if int8 else weight_bytes  # int8 scales: <1% more, left out
+        rows[name] = {"us_per_step": us, "weight_tb_per_s": read / us / 1e6}
+        print(f"{name}: {us:.1f} us per step, {read / us / 1e6:.2f} TB/s", flush=True)
     with open(args.out, "w") as f:
         json.dump({"benchmark": "decode_projections", "device": jax.devices()[0].device_kind,
-                   "jax": jax.__version__, "date": time.strftime("%Y-%m-%d"), "args": vars(args),
+                   "jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", ""), "date": time.strftime("%Y-%m-%d"), "args": vars(args),
                    "weight_bytes_per_step": weight_bytes, "variants": rows}, f, indent=1)
     return 0
 

@@ -23,12 +23,15 @@ flags_of() {
     cmdbuf_while_min1) echo "--xla_gpu_enable_command_buffer=$COMMAND_BUFFER,WHILE,CONDITIONAL --xla_gpu_graph_min_graph_size=1" ;;
     # No command buffers at all: what the default's graphs of fusions are worth.
     no_cmdbuf) echo "--xla_gpu_enable_command_buffer=" ;;
+    # GEMMs through cuBLAS instead of Triton fusions: a decoding step's weight products have one
+    # or two rows, where cuBLAS's split-K / GEMV kernels may read the weights closer to bandwidth.
+    cublas) echo "--xla_gpu_enable_triton_gemm=false" ;;
     *) return 1 ;;
   esac
 }
 for variant in "$@"; do
   if ! extra=$(flags_of "$variant"); then
-    echo "$variant: unknown variant (default cmdbuf_while cmdbuf_while_min1 no_cmdbuf)" | tee -a "$OUT/variants.log"
+    echo "$variant: unknown variant (default cmdbuf_while cmdbuf_while_min1 no_cmdbuf cublas)" | tee -a "$OUT/variants.log"
     continue
   fi
   # Trimmed: XLA reads a value that does not start with "--" as the name of a flags file.

@@ -159,9 +159,11 @@ def test_cli_sampling_flags_reach_the_generation_config():
     config = _config(args)
     assert config.loop.kv_cache == "int8" and config.coarse.temperature == 0.7
     assert config.fine.top_k == 5
+    default = _config(cli.build_parser().parse_args(
+        ["continue", "--prompt", "p", "--out", "o", "--codec", "c", "--tokenizer", "t"]))
+    assert default.loop.kv_cache == "compute" and default.loop.min_rows == 1  # CPU: no padding
     assert _config(cli.build_parser().parse_args(
-        ["continue", "--prompt", "p", "--out", "o", "--codec", "c", "--tokenizer", "t"])
-    ).loop.kv_cache == "compute"
+        ["generate", "--out", "o", "--codec", "c", "--tokenizer", "t", "--min-rows", "4"])).loop.min_rows == 4
 
 
 def test_acoustic_only_continuation_keeps_the_prompt_and_accounts_frames(parts, monkeypatch):
