@@ -7,41 +7,49 @@ out, gated FFN wi_0, wi_1, wo) in a `fori_loop` like sampling's, in variants: "s
 model's seven products), "fused" (q|k|v one product, wi_0|wi_1 one), and "*_rows{M}" (the
 activation padded to M rows, so the dot is no longer matrix-vector and stays a GEMM; the fine
 stage decodes several chunks at once, so its products already have M > 1), and "int8w*"
-(weight-only int8 with a scale per output column: half the weight bytes, if XLA keeps the
-conversion inside the product). Writes JSON with microseconds per step and the HBM bandwidth the weights' bytes imply.
+(weight-only int8 with a scale per output entry, `lm.int8.Int8Weight` as `generate --weights
+int8` decodes: half the weight bytes, if XLA keeps the conversion inside the product;
+"int8w_after" scales the product's output instead). Writes JSON with microseconds per step and the HBM bandwidth the weights' bytes imply.
 
     python benchmarks/decode_projections.py --out results/x.json
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from audiolm_jax.lm.int8 import Int8Weight  # noqa: E402
 
-def int8_columns(w):
-    """Weight-only int8, one f32 scale per output column (what `--weights int8` decoding would
-    store): half the bytes of bf16 per step; `matmul` converts back inside the product."""
-    scale = np.maximum(np.abs(w).max(axis=0), 1e-12) / 127.0
-    return (jnp.asarray(np.round(w / scale), jnp.int8), jnp.asarray(scale, jnp.float32))
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class ScaleAfter(Int8Weight):
+    """The same int8 matrix, its scales applied to the product's output instead of the weights
+    (x @ (q s) = (x @ q) s for a scale per output column): the other form XLA may fuse."""
 
 
 def matmul(x, w):
-    if isinstance(w, tuple):
-        q, scale = w
-        return (x @ q.astype(x.dtype)) * scale.astype(x.dtype)
-    return x @ w
+    if isinstance(w, ScaleAfter):
+        return (x @ w.stored.astype(x.dtype)) * w.scale.astype(x.dtype)
+    return x @ w[...].astype(x.dtype)      # the model's form (`Int8Weight.astype` dequantises)
 
 
-def weights(d, f, layers, dtype, fused, int8=False):
+def weights(d, f, layers, dtype, fused, int8=None):
+    """int8: None (dtype), "dequant" (`Int8Weight`, as `--weights int8` decodes) or "after"."""
     rng = np.random.default_rng(0)
-    w = lambda *s: (int8_columns(rng.standard_normal(s) / np.sqrt(s[0])) if int8 else
+    kind = {"dequant": Int8Weight, "after": ScaleAfter}.get(int8)
+    w = lambda *s: (kind(*dataclasses.astuple(Int8Weight.quantize(
+        jnp.asarray(rng.standard_normal(s) / np.sqrt(s[0]))))) if kind else
                     jnp.asarray(rng.standard_normal(s) / np.sqrt(s[0]), dtype))
     if fused:
         return [dict(qkv=w(d, 3 * d), o=w(d, d), wi=w(d, 2 * f), wo=w(f, d)) for _ in range(layers)]
@@ -80,10 +88,11 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default="results/decode_projections.json")
     args = parser.parse_args(argv)
-    variants = {"separate": (False, 1, False), "separate_rows2": (False, 2, False),
-                "separate_rows4": (False, 4, False), "fused": (True, 1, False),
-                "fused_rows2": (True, 2, False), "int8w": (False, 1, True),
-                "int8w_rows2": (False, 2, True), "int8w_fused_rows2": (True, 2, True)}
+    variants = {"separate": (False, 1, None), "separate_rows2": (False, 2, None),
+                "separate_rows4": (False, 4, None), "fused": (True, 1, None),
+                "fused_rows2": (True, 2, None), "int8w": (False, 1, "dequant"),
+                "int8w_rows2": (False, 2, "dequant"), "int8w_fused_rows2": (True, 2, "dequant"),
+                "int8w_after_rows2": (False, 2, "after")}
     weight_bytes = 2 * args.layers * (4 * args.d_model ** 2 + 3 * args.d_model * args.d_ff)
     rows = {}
     x = jnp.ones((1, args.d_model), jnp.bfloat16)

@@ -50,6 +50,7 @@ from audiolm_jax.generate.roofline import DecodeCall, stage_roofline  # noqa: E4
 from audiolm_jax.generate.sampling import DecodeLoop, record_calls  # noqa: E402
 from audiolm_jax.gin_reader import dataclass_from_gin  # noqa: E402
 from audiolm_jax.lm.attention import KV_CACHES  # noqa: E402
+from audiolm_jax.lm.int8 import WEIGHTS  # noqa: E402
 from audiolm_jax.lm.config import TransformerConfig  # noqa: E402
 from audiolm_jax.lm.layouts import AudioVocabulary  # noqa: E402
 from audiolm_jax.lm.transformer import Transformer  # noqa: E402
@@ -186,6 +187,8 @@ def main(argv=None) -> int:
                         help="decoding steps per loop iteration (sampling.DecodeLoop.unroll)")
     parser.add_argument("--min-rows", type=int, default=1,
                         help="decode at least this many rows (sampling.DecodeLoop.min_rows)")
+    parser.add_argument("--weights", default="compute", choices=WEIGHTS,
+                        help="weight matrices in the loop (sampling.DecodeLoop.weights)")
     parser.add_argument("--profile", action="store_true",
                         help="trace one more call per batch: kernel time and kernels per token")
     parser.add_argument("--out", default="results/generate.json")
@@ -196,7 +199,8 @@ def main(argv=None) -> int:
                                     fine_max_batch=args.fine_max_batch,
                                     loop=DecodeLoop(cache_phases=args.cache_phases,
                                                     kv_cache=args.kv_cache, unroll=args.unroll,
-                                                    min_rows=args.min_rows))
+                                                    min_rows=args.min_rows,
+                                                    weights=args.weights))
     runs = {}
     for batch in args.batch_sizes:
         runs[str(batch)] = run_batch(lm, batch, args.prompt_seconds, args.seconds, args.repeats,
@@ -213,7 +217,7 @@ def main(argv=None) -> int:
         "prompt_seconds": args.prompt_seconds, "generated_seconds": args.seconds,
         "semantic_tokens_per_second": args.semantic_rate, "repeats": args.repeats,
         "cache_phases": args.cache_phases, "kv_cache": args.kv_cache, "unroll": args.unroll,
-        "min_rows": args.min_rows,
+        "min_rows": args.min_rows, "weights": args.weights,
         "runs": runs,
         "targets": {"batch1_seconds_for_10s": TARGET_BATCH1_SECONDS,
                     "batch64_audio_seconds_per_second": TARGET_BATCH64_RATE},

@@ -46,17 +46,18 @@ def test_fused_products_equal_the_separate_ones():
                                rtol=1e-5, atol=1e-5)
 
 
-def test_int8_weights_reproduce_the_float_product_within_half_a_step():
-    rng = np.random.default_rng(2)
-    x, w = rng.standard_normal((2, 64)), rng.standard_normal((64, 32))
-    q, scale = projections.int8_columns(w)
-    assert q.dtype == jnp.int8 and scale.shape == (32,)
-    # Each weight is off by at most half its column's step, so each output by at most
-    # sum|x| * step / 2; a per-tensor scale (or none) would break this bound or the dtype.
-    got = np.asarray(projections.matmul(jnp.asarray(x, jnp.float32), (q, scale)))
-    bound = np.abs(x).sum(axis=1, keepdims=True) * np.asarray(scale)[None] / 2
-    assert np.all(np.abs(got - x @ w) <= bound + 1e-5)
-    assert np.all(np.abs(np.asarray(q, np.int32)).max(axis=0) == 127)
+def test_both_int8_forms_give_the_dequantised_product():
+    """`Int8Weight` dequantises before the product, `ScaleAfter` scales its output: the same
+    numbers (f32), both the int8 round trip of the float product."""
+    x = jnp.asarray(np.random.default_rng(2).standard_normal((2, 8)), jnp.float32)
+    dense = projections.weights(8, 16, 1, jnp.float32, fused=False)[0]
+    before = projections.weights(8, 16, 1, jnp.float32, fused=False, int8="dequant")[0]
+    after = projections.weights(8, 16, 1, jnp.float32, fused=False, int8="after")[0]
+    assert type(after["q"]).__name__ == "ScaleAfter" and before["q"].stored.dtype == jnp.int8
+    np.testing.assert_allclose(projections.layer(x, after, False),
+                               projections.layer(x, before, False), rtol=1e-5, atol=1e-5)
+    error = np.abs(projections.layer(x, before, False) - projections.layer(x, dense, False)).max()
+    assert 0 < error < 0.1, error
 
 
 def test_tiny_runs_write_a_figure_per_variant(tmp_path):
@@ -68,4 +69,4 @@ def test_tiny_runs_write_a_figure_per_variant(tmp_path):
     assert projections.main(["--d-model", "8", "--d-ff", "16", "--layers", "1", "--steps", "2",
                              "--repeats", "1", "--out", str(out)]) == 0
     variants = json.loads(out.read_text())["variants"]
-    assert len(variants) == 8 and all(v["us_per_step"] > 0 for v in variants.values())
+    assert len(variants) == 9 and all(v["us_per_step"] > 0 for v in variants.values())

@@ -14,10 +14,11 @@ def test_tiny_run_writes_the_judged_keys(tmp_path):
     out = tmp_path / "generate.json"
     assert bench.main(["--tiny", "--batch-sizes", "1", "--repeats", "1", "--seconds", "1",
                        "--profile", "--cache-phases", "2", "--kv-cache", "int8",
-                       "--unroll", "2", "--min-rows", "2", "--out", str(out)]) == 0
+                       "--unroll", "2", "--min-rows", "2", "--weights", "int8",
+                       "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["cache_phases"] == 2 and result["kv_cache"] == "int8" and result["unroll"] == 2
-    assert result["min_rows"] == 2
+    assert result["min_rows"] == 2 and result["weights"] == "int8"
     run = result["runs"]["1"]
     assert result["batch1_seconds_for_10s"] == run["wall_seconds"] * 10
     assert run["output_shape"][0] == 1 and run["wall_seconds"] > 0

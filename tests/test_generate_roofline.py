@@ -1,5 +1,7 @@
 """The decoding loop's memory floor (generate/roofline.py) against hand arithmetic, and the
 recorder that hands `sample`'s loop shapes to it."""
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -32,6 +34,10 @@ def test_bytes_and_flops_by_hand():
     int8 = DecodeCall(CONFIG, rows=3, width=5, num_tokens=4, kv_cache="int8")
     kv_int8 = lambda slots: 2 * 2 * 3 * slots * 2 * (4 + 4)   # 2 heads x (4 int8 + f32 scale)
     assert int8.bytes_read() == 4 * (weights + kv_int8(9))
+    assert DecodeCall(CONFIG, rows=3, width=5, num_tokens=4, weights="int8").weight_bytes_per_step == 2112
+    tied = dataclasses.replace(CONFIG, tie_embeddings=True)   # the table stays bf16: 8 x 104
+    assert DecodeCall(tied, rows=1, width=5, num_tokens=4, weights="int8").weight_bytes_per_step \
+        == (2112 - 832) + 2 * 832
 
     table = stage_roofline([call, one_phase], seconds=0.5, bandwidth=1e6)
     total = call.bytes_read() + one_phase.bytes_read()

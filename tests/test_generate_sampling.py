@@ -191,9 +191,10 @@ def test_cache_phases_read_less_of_the_cache_and_give_the_same_tokens(model):
 
 
 def test_int8_quantizer_round_trip_and_attention_over_the_dequantized_cache():
-    from audiolm_jax.lm.attention import (LayerCache, cached_attention, causal_mask, quantize_int8,
+    from audiolm_jax.lm.attention import (LayerCache, cached_attention, causal_mask,
                                           scales_to_cache_layout, to_cache_layout,
                                           reference_attention)
+    from audiolm_jax.lm.int8 import quantize_int8
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, 5, 3, 16)).astype(np.float32) * rng.uniform(0.1, 10, (2, 5, 3, 1))
@@ -248,6 +249,50 @@ def test_int8_kv_cache_stays_close_to_the_exact_cache(model):
     assert model.init_cache(2, 10, "int8")[0].key.dtype == jnp.int8
     with pytest.raises(ValueError, match="kv_cache 'fp4' is not one of"):
         sample(model, prompts, 2, rng=jax.random.key(0), kv_cache="fp4")
+
+
+def test_int8_weight_dequantises_within_half_a_step_per_output_entry():
+    from audiolm_jax.lm.int8 import Int8Weight
+    rng = np.random.default_rng(4)
+    w = rng.normal(size=(16, 3, 5)).astype(np.float32) * rng.uniform(0.01, 10, (1, 3, 5))
+    w[:, 0, 0] = 0.0                                        # an all-zero column: scale 1, no NaN
+    q = Int8Weight.quantize(jnp.asarray(w))
+    assert q.stored.dtype == jnp.int8 and q.stored.shape == (16, 3, 5) and q.scale.shape == (3, 5)
+    assert q[...] is q and q.shape == (16, 3, 5)
+    back = np.asarray(q.astype(jnp.float32))
+    assert np.all(np.abs(back - w) <= np.asarray(q.scale)[None] / 2 + 1e-6)
+    assert np.all(np.abs(np.asarray(q.stored, np.int32))[:, 1:].max(axis=0) == 127)
+    with pytest.raises(TypeError, match="only w"):
+        q[0]
+
+
+def test_int8_weights_decode_as_the_model_with_dequantised_weights(model):
+    """weights="int8" is exactly decoding with every product's matrix replaced by its int8
+    round trip (f32 compute: the dequantised product is the same arithmetic), embedding and
+    relative bias untouched; and it stays close to the exact model."""
+    from audiolm_jax.generate.sampling import decoding_weights
+    from audiolm_jax.lm.int8 import Int8Weight
+    graphdef, state = nnx.split(model)
+    quantised = decoding_weights(state, jnp.float32, "int8")
+    kinds = {jax.tree_util.keystr(p): type(x).__name__ for p, x in jax.tree_util.tree_leaves_with_path(
+        quantised, is_leaf=lambda x: isinstance(x, Int8Weight))}
+    assert kinds["['blocks'][0]['feed_forward']['wi_0'].value"] == "Int8Weight"
+    assert kinds["['blocks'][1]['attention']['out'].value"] == "Int8Weight"
+    assert kinds["['logits_kernel'].value"] == "Int8Weight"
+    assert kinds["['embedding'].value"] == kinds["['relative_bias']['embedding'].value"] != "Int8Weight"
+    round_trip = jax.tree.map(lambda x: x.astype(jnp.float32) if isinstance(x, Int8Weight) else x,
+                              quantised, is_leaf=lambda x: isinstance(x, Int8Weight))
+    dequantised = nnx.merge(graphdef, round_trip)
+    prompts = [np.array([1, 5, 6, 7, 30, 2]), np.array([1, 9, 4])]
+    run = lambda m, **kw: sample(m, prompts, 12, rng=jax.random.key(0),  # noqa: E731
+                                 config=SamplingConfig(0.9), **kw)
+    np.testing.assert_array_equal(run(model, weights="int8"), run(dequantised))
+    tokens = jnp.asarray([[1, 7, 9, 40, 12, 3]])
+    exact, near = model(tokens)[..., :CONFIG.vocab_size], dequantised(tokens)[..., :CONFIG.vocab_size]
+    error = float(jnp.abs(near - exact).max() / exact.std())
+    assert 0 < error < 0.05, error
+    with pytest.raises(ValueError, match="weights 'int4' is not one of"):
+        run(model, weights="int4")
 
 
 def test_min_rows_pads_a_lone_row_and_drops_the_copies(model):

@@ -49,6 +49,11 @@ def _add_models(p: argparse.ArgumentParser) -> None:
                    help="int8: keys and values stored as int8 with a scale per position and "
                         "head, half the memory a large batch reads per step; logits differ "
                         "slightly from the exact cache (sampling.DecodeLoop)")
+    # lm.int8.WEIGHTS, spelled out for the same reason.
+    s.add_argument("--weights", choices=("compute", "int8"), default="compute",
+                   help="int8: the stages' weight matrices stored as int8 with a scale per "
+                        "output entry while decoding, half the bytes a small batch reads per "
+                        "step; logits differ slightly (sampling.DecodeLoop.weights)")
     s.add_argument("--min-rows", type=int, default=None,
                    help="decode at least this many rows, padding a lone prompt with copies "
                         "(sampling.DecodeLoop.min_rows); default 2 on a GPU, where one row makes "
@@ -102,7 +107,8 @@ def _config(args: argparse.Namespace):
     stage = lambda t: SamplingConfig(temperature=t, top_k=args.top_k, top_p=args.top_p)  # noqa: E731
     return GenerationConfig(semantic=stage(temps[0]), coarse=stage(temps[1]), fine=stage(temps[2]),
                             semantic_tokens_per_second=args.semantic_rate,
-                            loop=DecodeLoop(kv_cache=args.kv_cache, min_rows=_min_rows(args)))
+                            loop=DecodeLoop(kv_cache=args.kv_cache, min_rows=_min_rows(args),
+                                            weights=args.weights))
 
 
 def _min_rows(args: argparse.Namespace) -> int:

@@ -23,8 +23,8 @@ from audiolm_jax.lm.flops import matmul_params
 class DecodeCall:
     """The shapes of one compiled decoding loop: `rows` sequences (prompts x samples), prompts
     left-padded to `width`, `num_tokens` steps in `cache_phases` phases, a model of `config`,
-    a KV cache stored as `kv_cache` (`DecodeLoop.kv_cache`); `model_id`: `id()` of the model,
-    to tell stages of one config apart."""
+    a KV cache stored as `kv_cache` (`DecodeLoop.kv_cache`) and weight matrices as `weights`
+    (`DecodeLoop.weights`); `model_id`: `id()` of the model, to tell stages of one config apart."""
     config: TransformerConfig
     rows: int
     width: int
@@ -32,6 +32,7 @@ class DecodeCall:
     cache_phases: int = 1
     kv_cache: str = "compute"
     model_id: int = dataclasses.field(default=0, compare=False)
+    weights: str = "compute"
 
     def phase_slots(self) -> list[tuple[int, int]]:
         """(steps, cache slots each of those steps reads) for every phase."""
@@ -40,7 +41,14 @@ class DecodeCall:
 
     @property
     def weight_bytes_per_step(self) -> int:
-        return matmul_params(self.config) * self.config.compute_dtype.itemsize
+        """int8: one byte per weight (the scales, one per output entry, are left out: <1%),
+        except a tied output projection, which reads the embedding table in the compute dtype."""
+        c = self.config
+        full = matmul_params(c) * c.compute_dtype.itemsize
+        if self.weights != "int8":
+            return full
+        kept = c.d_model * c.padded_vocab_size if c.tie_embeddings else 0
+        return matmul_params(c) - kept + kept * c.compute_dtype.itemsize
 
     def kv_bytes(self, slots: int) -> int:
         """Keys and values of `slots` cache slots of every row in every layer (int8: one byte

@@ -44,6 +44,7 @@ import numpy as np
 from flax import nnx
 
 from audiolm_jax.lm.attention import KV_CACHES
+from audiolm_jax.lm.int8 import WEIGHTS, Int8Weight
 from audiolm_jax.lm.layouts import PAD
 from audiolm_jax.lm.transformer import Transformer
 from audiolm_jax.shape_buckets import geometric_bucket
@@ -82,13 +83,16 @@ class DecodeLoop:
     from the result): with one row XLA computes the weight products as matrix-vector reductions,
     with two as GEMMs (benchmarks/decode_projections.py). A padded call samples the kept rows
     from the same distribution but draws other random numbers (the noise is drawn per batch
-    shape); greedy decoding is unchanged. The fields are `sample`'s keyword arguments of the same
-    names."""
+    shape); greedy decoding is unchanged. `weights`: "compute" decodes with the weight matrices
+    in the compute dtype; "int8" stores them as int8 with a scale per output entry
+    (`lm.int8.Int8Weight`, `decoding_weights`): half the bytes a small-batch step reads, with
+    logits that differ slightly. The fields are `sample`'s keyword arguments of the same names."""
     shape_buckets: int | None = None
     cache_phases: int = 1
     kv_cache: str = "compute"
     unroll: int = 1
     min_rows: int = 1
+    weights: str = "compute"
 
 
 def filter_logits(logits: jax.Array, config: SamplingConfig, low: jax.Array,
@@ -145,17 +149,22 @@ def left_pad(prompts: Sequence[np.ndarray], pad_id: int = PAD,
     return out, np.array([p.size for p in prompts], np.int32)
 
 
-def decoding_weights(state: nnx.State, dtype) -> nnx.State:
-    """The weight matrices cast to the compute dtype once, before the decoding loop.
+def decoding_weights(state: nnx.State, dtype, weights: str = "compute") -> nnx.State:
+    """The weight matrices cast to the compute dtype (or int8) once, before the decoding loop.
 
     Every step casts each f32 matrix to the compute dtype before its matmul; inside a
     `while_loop` that re-reads and converts all ~230M parameters per token (1.4 GB at paper size)
     unless XLA hoists it. Casting first is exact: the loop's casts become no-ops. The relative
-    bias table (read in f32) and the 1-D norm scales keep their dtype."""
+    bias table (read in f32) and the 1-D norm scales keep their dtype. With `weights` "int8"
+    the products' matrices become `Int8Weight`s, which the loop's casts dequantise; the
+    embedding table stays in the compute dtype (it is gathered from, and a tied model reads it
+    as its output projection too)."""
     def cast(path, x):
         names = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
         if (x.ndim >= 2 and jnp.issubdtype(x.dtype, jnp.floating)
                 and "relative_bias" not in names):
+            if weights == "int8" and "embedding" not in names:
+                return Int8Weight.quantize(x)
             return x.astype(dtype)
         return x
     return jax.tree_util.tree_map_with_path(cast, state)
@@ -170,11 +179,12 @@ def cache_phase_bounds(num_tokens: int, phases: int) -> list[tuple[int, int]]:
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "num_tokens", "num_samples", "config",
-                                             "eos_id", "cache_phases", "kv_cache", "unroll"))
+                                             "eos_id", "cache_phases", "kv_cache", "unroll",
+                                             "weights"))
 def _sample(graphdef, state, prompts, lengths, allowed, rng, *, num_tokens, num_samples, config,
-            eos_id, cache_phases=1, kv_cache="compute", unroll=1):
+            eos_id, cache_phases=1, kv_cache="compute", unroll=1, weights="compute"):
     compute_dtype = nnx.merge(graphdef, state).config.compute_dtype
-    model: Transformer = nnx.merge(graphdef, decoding_weights(state, compute_dtype))
+    model: Transformer = nnx.merge(graphdef, decoding_weights(state, compute_dtype, weights))
     batch, width = prompts.shape
     key_start = (width - lengths).astype(jnp.int32)
     cache = model.init_cache(batch, width + num_tokens, kv_cache)
@@ -236,7 +246,7 @@ def sample(model: Transformer, prompts: Sequence[np.ndarray], num_tokens: int, *
            allowed: np.ndarray | None = None, num_samples: int = 1,
            eos_id: int | None = None, shape_buckets: int | None = None,
            cache_phases: int = 1, kv_cache: str = "compute", unroll: int = 1,
-           min_rows: int = 1) -> np.ndarray:
+           min_rows: int = 1, weights: str = "compute") -> np.ndarray:
     """Continues each prompt by `num_tokens` sampled tokens.
 
     Args:
@@ -256,6 +266,7 @@ def sample(model: Transformer, prompts: Sequence[np.ndarray], num_tokens: int, *
       kv_cache: "compute" or "int8" (`DecodeLoop.kv_cache`).
       unroll: decoding steps per loop iteration when `eos_id` is None (`DecodeLoop.unroll`).
       min_rows: rows decoded at least, padded with copies of the last prompt (`DecodeLoop.min_rows`).
+      weights: "compute" or "int8" weight matrices in the loop (`DecodeLoop.weights`).
     Returns:
       int32 [len(prompts) * num_samples, num_tokens].
     """
@@ -274,6 +285,8 @@ def sample(model: Transformer, prompts: Sequence[np.ndarray], num_tokens: int, *
                          f"[0, {model.config.vocab_size}); check the vocabulary of this model")
     if kv_cache not in KV_CACHES:
         raise ValueError(f"sample: kv_cache {kv_cache!r} is not one of {KV_CACHES}")
+    if weights not in WEIGHTS:
+        raise ValueError(f"sample: weights {weights!r} is not one of {WEIGHTS}")
     if unroll < 1:
         raise ValueError(f"sample: unroll={unroll}: give 1 or more steps per loop iteration")
     if min_rows < 1:
@@ -292,12 +305,13 @@ def sample(model: Transformer, prompts: Sequence[np.ndarray], num_tokens: int, *
         # roofline imports this module: imported here, only while recording.
         from audiolm_jax.generate.roofline import DecodeCall  # noqa: PLC0415
         call = DecodeCall(model.config, len(prompts) * int(num_samples), width, steps,
-                          int(cache_phases), kv_cache, id(model))
+                          int(cache_phases), kv_cache, id(model), weights)
         for calls in _RECORDERS:
             calls.append(call)
     graphdef, state = nnx.split(model)
     out = _sample(graphdef, state, jnp.asarray(padded), jnp.asarray(lengths),
                   jnp.asarray(allowed), rng, num_tokens=steps,
                   num_samples=int(num_samples), config=config, eos_id=eos_id,
-                  cache_phases=int(cache_phases), kv_cache=kv_cache, unroll=int(unroll))
+                  cache_phases=int(cache_phases), kv_cache=kv_cache, unroll=int(unroll),
+                  weights=weights)
     return np.asarray(out)[:rows, :num_tokens]

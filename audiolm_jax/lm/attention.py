@@ -27,6 +27,7 @@ import numpy as np
 from flax import nnx
 
 from audiolm_jax.lm.band_grad_attention import band_grad_attention
+from audiolm_jax.lm.int8 import quantize_int8
 from audiolm_jax.lm.params import logical_param
 from audiolm_jax.lm.split_attention import split_bias_attention
 from audiolm_jax.lm.tpu_attention import splash_causal_attention, target_platform
@@ -159,16 +160,6 @@ class LayerCache(NamedTuple):
     value: jax.Array
     key_scale: jax.Array | None = None
     value_scale: jax.Array | None = None
-
-
-def quantize_int8(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """[..., head_dim] -> (int8 [..., head_dim], f32 scale [...]), symmetric per vector:
-    scale = max |x| / 127 (1 for an all-zero vector), so x ~= int8 * scale within scale / 2."""
-    x = x.astype(jnp.float32)
-    scale = jnp.max(jnp.abs(x), axis=-1) / 127.0
-    scale = jnp.where(scale > 0, scale, 1.0)
-    stored = jnp.clip(jnp.round(x / scale[..., None]), -127, 127).astype(jnp.int8)
-    return stored, scale
 
 
 def to_cache_layout(key: jax.Array, value: jax.Array) -> tuple[jax.Array, jax.Array]:
