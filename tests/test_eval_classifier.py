@@ -136,13 +136,16 @@ def test_gin_voice_list_matches_the_speech_world():
     assert not math.isnan(len(labels))
 
 
-def test_crops_resynthesized_by_a_codec_keep_labels_and_lengths(tmp_path):
-    """`speaker_crop_batches(resynthesize_codec=...)`: the same crops and labels as without, the
-    audio passed through the codec (all levels), zero past each crop's length."""
+def test_crops_resynthesized_by_a_codec_keep_labels_and_lengths(tmp_path, monkeypatch):
+    """`speaker_crop_batches(resynthesize_codec=...)`: the same crops (offsets, lengths, labels)
+    as without, cut from each utterance passed whole through the codec (all levels), which runs
+    once per utterance, not once per batch of crops."""
     from corpus_trees import write_speech_tree
     from model_exports import export_model, tiny_codec
 
-    from audiolm_jax.codec.api import decode_batch, encode_batch, resynthesize_batch
+    from audiolm_jax.audio import load_audio
+    from audiolm_jax.codec import api
+    from audiolm_jax.data.corpus import scan_corpus
 
     spec = {"train": {("s1", "b1"): [1.3, 0.6], ("s2", "b1"): [1.1]},
             "heldout_books": {("s1", "b2"): [1.0]}, "heldout_voices": {("s3", "b3"): [1.0, 1.0]}}
@@ -152,14 +155,48 @@ def test_crops_resynthesized_by_a_codec_keep_labels_and_lengths(tmp_path):
     labels = ["s1", "s2", "s3"]
     kwargs = dict(root=str(tmp_path / "corpus"), labels=labels, crop_seconds=1.2, batch_size=3,
                   seed=0)
-    plain = next(speaker_data.speaker_crop_batches(**kwargs))
-    through = next(speaker_data.speaker_crop_batches(**kwargs, resynthesize_codec=codec_dir))
-    np.testing.assert_array_equal(plain["label"], through["label"])
-    np.testing.assert_array_equal(plain["audio_length"], through["audio_length"])
-    assert plain["audio_length"].min() < plain["audio"].shape[1]     # a short crop is padded
-    expected = decode_batch(codec, encode_batch(codec, plain["audio"]))[:, :19200]
-    for row, n in enumerate(plain["audio_length"]):
-        np.testing.assert_allclose(through["audio"][row, :n], expected[row, :n], atol=1e-5)
-        assert not through["audio"][row, n:].any()
-    assert not np.allclose(through["audio"], plain["audio"], atol=1e-3)
-    np.testing.assert_array_equal(resynthesize_batch(codec, plain["audio"]), expected)
+    plain_stream = speaker_data.speaker_crop_batches(**kwargs)
+    calls = []
+    batch_fn = api.resynthesize_batch
+    monkeypatch.setattr(api, "resynthesize_batch",
+                        lambda *a, **k: calls.append(1) or batch_fn(*a, **k))
+    through_stream = speaker_data.speaker_crop_batches(**kwargs, resynthesize_codec=codec_dir)
+    examples = speaker_data.role_index(scan_corpus(str(tmp_path / "corpus"), "libri_light"),
+                                       "train").examples
+    assert len(calls) == 1                          # 4 utterances, one batch of 16 rows
+    for _ in range(3):                              # several epochs of crops: no further call
+        plain, through = next(plain_stream), next(through_stream)
+        np.testing.assert_array_equal(plain["label"], through["label"])
+        np.testing.assert_array_equal(plain["audio_length"], through["audio_length"])
+        for row, n in enumerate(plain["audio_length"]):
+            crop = plain["audio"][row, :n]
+            # The utterance and offset the plain crop was cut from, then the same cut of its
+            # resynthesis.
+            found = [(wav, o) for wav in (load_audio(e.path) for e in examples)
+                     for o in range(wav.shape[0] - n + 1) if np.array_equal(wav[o:o + n], crop)]
+            assert len(found) == 1
+            wav, offset = found[0]
+            whole = batch_fn(codec, wav[None])[0]
+            np.testing.assert_allclose(through["audio"][row, :n], whole[offset:offset + n],
+                                       atol=1e-5)
+            assert not through["audio"][row, n:].any()
+        assert not np.allclose(through["audio"], plain["audio"], atol=1e-3)
+    assert len(calls) == 1 and plain["audio_length"].min() < plain["audio"].shape[1]
+
+
+def test_resynthesize_clips_keeps_lengths_with_one_batch_shape():
+    from model_exports import tiny_codec
+
+    from audiolm_jax.codec import api
+
+    codec, _ = tiny_codec()
+    rng = np.random.default_rng(0)
+    clips = [rng.uniform(-0.5, 0.5, n).astype(np.float32) for n in (700, 1500, 320, 999)]
+    out = api.resynthesize_clips(codec, clips, batch_size=3)
+    assert [o.shape for o in out] == [c.shape for c in clips]
+    for clip, got in zip(clips, out):                # causal: padding changes no earlier sample
+        np.testing.assert_allclose(got, api.resynthesize_batch(codec, clip[None])[0][:clip.size],
+                                   atol=1e-5)
+    assert api.resynthesize_clips(codec, []) == []
+    with pytest.raises(ValueError, match="batch_size=0"):
+        api.resynthesize_clips(codec, clips, batch_size=0)

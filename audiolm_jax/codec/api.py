@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Sequence
 
 import numpy as np
 from flax import nnx
@@ -136,3 +137,26 @@ def resynthesize_batch(model: SoundStream, wavs, lengths=None, *,
     if lengths is not None:
         out = np.where(np.arange(wavs.shape[1])[None] < np.asarray(lengths)[:, None], out, 0.0)
     return out.astype(np.float32)
+
+
+def resynthesize_clips(model: SoundStream, clips: Sequence[np.ndarray], *,
+                       batch_size: int = 16) -> list[np.ndarray]:
+    """Mono clips of any lengths (at the model's rate) through the codec, each one whole, ->
+    float32 clips of the same lengths. Every batch has one shape, `batch_size` rows zero-padded
+    to the longest clip, so one program compiles whatever the lengths (the codec is causal:
+    right padding changes no earlier sample; shorter clips cost the padding instead)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size}; use a positive batch size")
+    clips = [_checked_wav(c, 1, "clip") for c in clips]
+    if not clips:
+        return []
+    width = max(c.shape[0] for c in clips)
+    out: list[np.ndarray] = []
+    for start in range(0, len(clips), batch_size):
+        group = clips[start:start + batch_size]
+        batch = np.zeros((batch_size, width), np.float32)
+        for row, clip in enumerate(group):
+            batch[row, :clip.shape[0]] = clip
+        done = resynthesize_batch(model, batch)
+        out.extend(done[row, :clip.shape[0]].copy() for row, clip in enumerate(group))
+    return out

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -121,6 +121,24 @@ class AudioCropReader:
         return {"audio": np.stack([c for _, c, _ in items]), "length": lengths,
                 "mask": crops.length_mask(lengths, self.crop_samples),
                 "id": np.array([i for i, _, _ in items])}
+
+    def transform_clips(self, transform: Callable[[Sequence[np.ndarray]], Sequence[np.ndarray]]
+                        ) -> None:
+        """Decode every clip of the split once and cache `transform(clips)` (a list of clips of
+        the same lengths, in order) in their place: crops are then cut from the transformed
+        clips, and a costly per-clip step (a codec's resynthesis) is paid once per clip instead
+        of once per crop. Needs `cache_audio=True`. Unusable files are skipped as the stream
+        skips them."""
+        if self._cache is None:
+            raise ValueError("transform_clips needs a reader built with cache_audio=True: the "
+                             "transformed clips live in its cache")
+        decoded = [(e.path, self._decode(e)) for e in self.examples]
+        decoded = [(path, wav) for path, wav in decoded if wav is not None]
+        out = list(transform([wav for _, wav in decoded]))
+        if [o.shape for o in out] != [wav.shape for _, wav in decoded]:
+            raise ValueError("transform_clips: the transform must return one clip per input "
+                             "clip, each of the input's shape")
+        self._cache.update((path, np.asarray(o, np.float32)) for (path, _), o in zip(decoded, out))
 
     def _decode(self, example: Example) -> np.ndarray | None:
         if example.path in self.skipped:  # Known bad: do not decode (or warn) again each epoch.

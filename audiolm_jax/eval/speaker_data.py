@@ -96,11 +96,10 @@ def role_index(index: CorpusIndex, role: str) -> CorpusIndex:
 
 
 class LabelledCrops:
-    """Crop batches with an int32 class label per row: {"audio", "audio_length", "label"}.
-    With a `codec` every crop is passed through it first (see `speaker_crop_batches`)."""
+    """Crop batches with an int32 class label per row: {"audio", "audio_length", "label"}."""
 
-    def __init__(self, reader: AudioCropReader, label_of: Mapping[str, int], codec=None):
-        self.reader, self.label_of, self.codec = reader, dict(label_of), codec
+    def __init__(self, reader: AudioCropReader, label_of: Mapping[str, int]):
+        self.reader, self.label_of = reader, dict(label_of)
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         return self
@@ -108,11 +107,7 @@ class LabelledCrops:
     def __next__(self) -> dict[str, np.ndarray]:
         batch = next(self.reader)
         labels = np.array([self.label_of[i] for i in batch["id"]], np.int32)
-        audio = batch["audio"]
-        if self.codec is not None:
-            from audiolm_jax.codec.api import resynthesize_batch  # noqa: PLC0415
-            audio = resynthesize_batch(self.codec, audio, batch["length"])
-        return {"audio": audio, "audio_length": batch["length"], "label": labels}
+        return {"audio": batch["audio"], "audio_length": batch["length"], "label": labels}
 
     def get_state(self) -> dict[str, Any]:
         return self.reader.get_state()
@@ -131,20 +126,25 @@ def speaker_crop_batches(root: str = gin.REQUIRED, labels: Sequence[str] = gin.R
                          ) -> LabelledCrops:
     """Random crops of one role's utterances, labelled by speaker (index into `labels`).
 
-    resynthesize_codec: a codec run or export (`codec.frozen.load_codec`): every crop is encoded
-    and decoded by it (all levels) before the classifier sees it. Why: the rows the classifier
-    judges (reconstructions, acoustic generations, continuations) all come out of that codec's
-    decoder, and a classifier trained on clean audio can read its artefacts instead of the voice
-    (session 11: every continuation labelled one voice, 1/32 reconstructions right)."""
+    resynthesize_codec: a codec run or export (`codec.frozen.load_codec`): every utterance is
+    encoded and decoded by it (all levels) once, whole, before crops are cut from it (the audio
+    is then cached in memory whatever `cache_audio` says). Why: the rows the classifier judges
+    (reconstructions, acoustic generations, continuations) all come out of that codec's decoder,
+    and a classifier trained on clean audio can read its artefacts instead of the voice
+    (session 11: every continuation labelled one voice, 1/32 reconstructions right). Once per
+    utterance, not per crop: resynthesizing each batch of crops held a GPU run to 39 steps in
+    its 120 s box (session 22)."""
     index = scan_corpus(root, layout)
     check_labels(labels, index)
     sub = role_index(index, role)
     position = {name: i for i, name in enumerate(labels)}
     reader = AudioCropReader(root, layout, role, crop_seconds, seed, batch_size=batch_size,
                              shuffle=shuffle, num_epochs=num_epochs, shard_index=shard_index,
-                             num_shards=shard_count, index=sub, cache_audio=cache_audio)
-    codec = None
+                             num_shards=shard_count, index=sub,
+                             cache_audio=cache_audio or bool(resynthesize_codec))
     if resynthesize_codec:
+        from audiolm_jax.codec.api import resynthesize_clips  # noqa: PLC0415
         from audiolm_jax.codec.frozen import load_codec  # noqa: PLC0415
         codec = load_codec(resynthesize_codec)
-    return LabelledCrops(reader, {e.id: position[e.speaker] for e in sub.examples}, codec)
+        reader.transform_clips(lambda clips: resynthesize_clips(codec, clips))
+    return LabelledCrops(reader, {e.id: position[e.speaker] for e in sub.examples})
