@@ -52,8 +52,10 @@ def _add_models(p: argparse.ArgumentParser) -> None:
     # lm.int8.WEIGHTS, spelled out for the same reason.
     s.add_argument("--weights", choices=("compute", "int8"), default="compute",
                    help="int8: the stages' weight matrices stored as int8 with a scale per "
-                        "output entry while decoding, half the bytes a small batch reads per "
-                        "step; logits differ slightly (sampling.DecodeLoop.weights)")
+                        "output entry while decoding: half their memory, logits differ "
+                        "slightly, and on an H100 slower, not faster (XLA dequantises outside "
+                        "the product; batch 1: 3.01 s, docs/RESULTS.md session 22) "
+                        "(sampling.DecodeLoop.weights)")
     s.add_argument("--min-rows", type=int, default=None,
                    help="decode at least this many rows, padding a lone prompt with copies "
                         "(sampling.DecodeLoop.min_rows); default 2 on a GPU, where one row makes "

@@ -1,7 +1,7 @@
 """Symmetric int8 storage for decoding: KV-cache vectors and weight matrices.
 
-Decoding at small batch reads every weight matrix and the KV cache once per token, so bytes per
-step bound its speed; int8 halves them against bf16. Both use one f32 scale per quantised
+Decoding at small batch reads every weight matrix and the KV cache once per token; int8 halves
+their bytes against bf16 (whether a step gets faster depends on the kernels XLA makes of it). Both use one f32 scale per quantised
 vector, scale = max |x| / 127, so each stored value is within scale / 2 of the original.
 """
 from __future__ import annotations
@@ -29,8 +29,9 @@ def quantize_int8(x: jax.Array) -> tuple[jax.Array, jax.Array]:
 class Int8Weight:
     """A weight matrix [in, ...] as int8 with one scale per output entry (a vector along the
     first, contracted axis of every product the stage Transformer makes). It stands where a
-    parameter's array stood: the model reads `w[...].astype(dtype)`, which here dequantises;
-    inside the decoding loop XLA can fuse that conversion into the product's operand."""
+    parameter's array stood: the model reads `w[...].astype(dtype)`, which here dequantises.
+    On an H100 (jax 0.11.2) XLA does not fuse that into the product: the loop writes and reads
+    the dequantised matrix, slower than bf16 weights (docs/RESULTS.md, session 22)."""
     stored: jax.Array  # int8 [in, ...]
     scale: jax.Array   # f32 [...]: the trailing axes of `stored`
 
