@@ -38,7 +38,26 @@ def test_collects_logs_and_results_but_not_audio_or_caches(tmp_path):
     assert {"logs/pipeline.log", "results/semantic.json"} <= names
     assert not any(n.endswith((".npz", ".wav")) for n in names)
     assert (tmp_path / "out" / "pipeline.log").read_text().endswith("DONE\n")
-    assert (tmp_path / "out" / "eval_audio_flac.tar").read_bytes() == b"tar"
+    assert (tmp_path / "out" / "eval_audio_flac.tar.part00").read_bytes() == b"tar"
+
+
+def test_audio_over_the_device_file_limit_comes_back_in_parts(tmp_path):
+    """The device tool returns files of at most 16 MiB: a larger tar is split, and the parts
+    rejoin to it; a second collection replaces the parts of the first."""
+    work = tmp_path / "w"
+    (work / "logs").mkdir(parents=True)
+    (work / "logs" / "pipeline.log").write_text("[+9s] DONE\n")
+    (work / "DONE").touch()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "eval_audio_flac.tar.part07").write_bytes(b"stale")
+    audio = bytes(range(256)) * (17 * 4096)                       # 17 MiB
+    (work / "eval_audio_flac.tar").write_bytes(audio)
+    assert _run(work, out, 30).returncode == 0
+    parts = sorted(out.glob("eval_audio_flac.tar.part*"))
+    assert [p.name[-2:] for p in parts] == ["00", "01"]
+    assert all(p.stat().st_size <= 15 * 2 ** 20 for p in parts)
+    assert b"".join(p.read_bytes() for p in parts) == audio
 
 
 def test_returns_3_when_the_run_is_still_going(tmp_path):
@@ -52,7 +71,7 @@ def test_returns_3_when_the_run_is_still_going(tmp_path):
     assert not list((tmp_path / "out").glob("eval_audio*"))
     (work / "eval_audio_flac.tar").write_bytes(b"tar")          # renamed into place: complete
     assert _run(work, tmp_path / "out", 1).returncode == 3
-    assert (tmp_path / "out" / "eval_audio_flac.tar").read_bytes() == b"tar"
+    assert (tmp_path / "out" / "eval_audio_flac.tar.part00").read_bytes() == b"tar"
 
 
 def test_returns_4_at_once_when_the_run_died_without_done(tmp_path):
