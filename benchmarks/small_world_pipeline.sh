@@ -33,6 +33,7 @@ if [ $MODE = gpu ]; then
   # Time boxes in seconds; CODEC_T, W2V_T and STAGE_T from the environment shorten them when the
   # device budget is short (the codec and w2v-BERT boxes run side by side).
   CODEC_T=${CODEC_T:-500}; STAGE_T=${STAGE_T:-150}; W2V_T=${W2V_T:-330}; STAGE=""
+  SPK_T=$STAGE_T   # the speaker classifier: the stages' box
   # The k-means layer: lowest across-speaker ABX on held-out books (ABX is reported on held-out
   # voices); runs while the codec still trains.
   FIT="--select-layer-on heldout_books --select-layer-items 3000"; CONT="--seconds 7 --samples 2"
@@ -47,7 +48,9 @@ if [ $MODE = gpu ]; then
   ABX="--max-items ${ABX_ITEMS:-6000}"
   export XLA_PYTHON_CLIENT_MEM_FRACTION=0.3
 else
-  CODEC_T=600; STAGE_T=400; W2V_T=1200; FIT="--max-hours 0.03 --select-layer-on heldout_books --select-layer-items 2000"; CONT="--seconds 1 --samples 1 --dtype float32"
+  # The classifier first passes every utterance through the codec (~0.45 h of audio; a 400 s
+  # box ended during that pass in session 22's dry run, beside the acoustic stage).
+  CODEC_T=600; STAGE_T=400; SPK_T=1200; W2V_T=1200; FIT="--max-hours 0.03 --select-layer-on heldout_books --select-layer-items 2000"; CONT="--seconds 1 --samples 1 --dtype float32"
   STAGE="--gin.train.num_train_steps=2 --gin.BATCH_SIZE=2 --gin.train.eval_every=0 --gin.train.eval_data=None"
   SPK="--gin.train.num_train_steps=2 --gin.OptimizerConfig.warmup_steps=1 --gin.speaker_crop_batches.batch_size=2 --gin.train.eval_every=0 --gin.train.eval_data=None"
   DET="--steps 2"; WER="--limit 3"; PAIRS_N="--pairs-lexical 3 --pairs-syntactic 1 --limit 4"
@@ -96,7 +99,7 @@ done
 # The speaker classifier hears its crops through the codec: every row it judges comes out of the
 # codec's decoder, and trained on clean audio it read the codec's artefacts (session 11: all 32
 # continuations labelled one voice, 1 of 32 reconstructions right).
-timeout -s TERM $STAGE_T $CLI train --gin_file=experiments/speaker_small_world --gin.CORPUS="'$C'" \
+timeout -s TERM $SPK_T $CLI train --gin_file=experiments/speaker_small_world --gin.CORPUS="'$C'" \
   --gin.train.workdir="'$W/speaker'" --gin.speaker_crop_batches.resynthesize_codec="'$W/codec_export'" \
   $SPK > $W/logs/speaker.log 2>&1 &
 wait; log "stages + acoustic-only + speaker classifier done"
