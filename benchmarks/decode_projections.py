@@ -9,7 +9,8 @@ activation padded to M rows, so the dot is no longer matrix-vector and stays a G
 stage decodes several chunks at once, so its products already have M > 1), and "int8w*"
 (weight-only int8 with a scale per output entry, `lm.int8.Int8Weight` as `generate --weights
 int8` decodes: half the weight bytes, if XLA keeps the conversion inside the product;
-"int8w_after" scales the product's output instead). Writes JSON with microseconds per step and the HBM bandwidth the weights' bytes imply.
+"int8w_after" scales the product's output instead). Writes JSON with microseconds per step
+and the HBM bandwidth the weights' bytes imply.
 
     python benchmarks/decode_projections.py --out results/x.json
 """
@@ -48,9 +49,9 @@ def weights(d, f, layers, dtype, fused, int8=None):
     """int8: None (dtype), "dequant" (`Int8Weight`, as `--weights int8` decodes) or "after"."""
     rng = np.random.default_rng(0)
     kind = {"dequant": Int8Weight, "after": ScaleAfter}.get(int8)
-    w = lambda *s: (kind(*dataclasses.astuple(Int8Weight.quantize(
-        jnp.asarray(rng.standard_normal(s) / np.sqrt(s[0]))))) if kind else
-                    jnp.asarray(rng.standard_normal(s) / np.sqrt(s[0]), dtype))
+    def w(*shape):
+        matrix = jnp.asarray(rng.standard_normal(shape) / np.sqrt(shape[0]))
+        return kind.quantize(matrix) if kind else matrix.astype(dtype)
     if fused:
         return [dict(qkv=w(d, 3 * d), o=w(d, d), wi=w(d, 2 * f), wo=w(f, d)) for _ in range(layers)]
     return [dict(q=w(d, d), k=w(d, d), v=w(d, d), o=w(d, d), wi0=w(d, f), wi1=w(d, f), wo=w(f, d))
@@ -110,7 +111,8 @@ def main(argv=None) -> int:
         print(f"{name}: {us:.1f} us per step, {read / us / 1e6:.2f} TB/s", flush=True)
     with open(args.out, "w") as f:
         json.dump({"benchmark": "decode_projections", "device": jax.devices()[0].device_kind,
-                   "jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", ""), "date": time.strftime("%Y-%m-%d"), "args": vars(args),
+                   "jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+                   "date": time.strftime("%Y-%m-%d"), "args": vars(args),
                    "weight_bytes_per_step": weight_bytes, "variants": rows}, f, indent=1)
     return 0
 

@@ -80,7 +80,7 @@ def write_eval_audio(out: str, examples: Sequence[Example], *, audiolm=None, aco
     `acoustic_generation_samples` of each. Returns {kind: {"dir", "files", "seconds"}} plus the
     prompt ids."""
     from audiolm_jax.audio import load_audio, save_audio  # noqa: PLC0415
-    from audiolm_jax.codec.api import resynthesize_batch  # noqa: PLC0415
+    from audiolm_jax.codec.api import resynthesize_clips  # noqa: PLC0415
 
     codec = codec if codec is not None else getattr(audiolm or acoustic_only, "codec", None)
     if codec is None:
@@ -117,12 +117,11 @@ def write_eval_audio(out: str, examples: Sequence[Example], *, audiolm=None, aco
 
     start = time.perf_counter()
     files = []
-    longest = max(wav.size for wav in sources.values())    # one batch, zero-padded, then cut
-    batch = np.stack([np.pad(sources[e.id], (0, longest - sources[e.id].size)) for e in examples])
-    decoded = resynthesize_batch(codec, batch)
+    decoded = resynthesize_clips(codec, [sources[e.id] for e in examples],    # one batch
+                                 batch_size=len(examples))
     for e, wav in zip(examples, decoded):
         files.append(os.path.join(out, "reconstruction", f"{e.id}.wav"))
-        save_audio(files[-1], wav[:sources[e.id].size], sample_rate=rate)
+        save_audio(files[-1], wav, sample_rate=rate)
     record("reconstruction", files, start)
 
     if acoustic_generation and audiolm is not None:

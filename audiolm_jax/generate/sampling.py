@@ -87,7 +87,8 @@ class DecodeLoop:
     in the compute dtype; "int8" stores them as int8 with a scale per output entry
     (`lm.int8.Int8Weight`, `decoding_weights`): half the weight memory, with logits that differ
     slightly; on an H100 XLA dequantises the matrices outside the products, so a step reads
-    more, not less (benchmarks/decode_projections.py: 557 vs 316 us at two rows). The fields are `sample`'s keyword arguments of the same names."""
+    more, not less (benchmarks/decode_projections.py: 557 vs 316 us at two rows). The fields
+    are `sample`'s keyword arguments of the same names."""
     shape_buckets: int | None = None
     cache_phases: int = 1
     kv_cache: str = "compute"
