@@ -39,6 +39,10 @@ def test_bytes_and_flops_by_hand():
     assert DecodeCall(tied, rows=1, width=5, num_tokens=4, weights="int8").weight_bytes_per_step \
         == (2112 - 832) + 2 * 832
 
+    window = DecodeCall(CONFIG, rows=3, width=5, num_tokens=4, logit_width=8)
+    assert window.weight_bytes_per_step == (2112 - 8 * 96) * 2   # 8 of 104 output columns
+    assert window.flops() == 4 * 3 * (2 * (2112 - 8 * 96) + attention * 9)
+
     table = stage_roofline([call, one_phase], seconds=0.5, bandwidth=1e6)
     total = call.bytes_read() + one_phase.bytes_read()
     assert table["steps"] == 8 and table["calls"] == 2 and table["rows"] == [3]
@@ -54,9 +58,11 @@ def test_sample_records_its_loop_shapes():
     with record_calls() as calls:
         sample(model, prompts, 6, rng=jax.random.key(0), num_samples=2, cache_phases=3)
         sample(model, prompts[:1], 5, rng=jax.random.key(1), shape_buckets=1)
+        sample(model, prompts[:1], 2, rng=jax.random.key(1), allowed=np.array([[3, 9], [9, 12]]))
     sample(model, prompts, 2, rng=jax.random.key(2))                   # not recorded
     assert calls == [DecodeCall(CONFIG, rows=4, width=3, num_tokens=6, cache_phases=3),
-                     DecodeCall(CONFIG, rows=1, width=4, num_tokens=8)]   # bucketed: 3->4, 5->8
+                     DecodeCall(CONFIG, rows=1, width=4, num_tokens=8),   # bucketed: 3->4, 5->8
+                     DecodeCall(CONFIG, rows=1, width=3, num_tokens=2, logit_width=8)]
     assert {c.model_id for c in calls} == {id(model)}
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from audiolm_jax.generate.sampling import SamplingConfig, filter_logits, left_pad, sample
+from audiolm_jax.generate.sampling import (SamplingConfig, filter_logits, left_pad,
+                                          logit_window_width, sample)
 from audiolm_jax.lm.config import TransformerConfig
 from audiolm_jax.lm.transformer import Transformer
 
@@ -19,12 +20,15 @@ def model():
     return Transformer(CONFIG, rngs=nnx.Rngs(0))
 
 
-def _greedy_by_recomputation(model, prompt, steps):
-    seq = list(prompt)
-    for _ in range(steps):
-        logits = model(jnp.asarray([seq]))[0, -1, :CONFIG.vocab_size]
-        seq.append(int(jnp.argmax(logits)))
-    return seq[len(prompt):]
+def _is_greedy_by_recomputation(model, prompt, tokens, allowed=None):
+    """True if each of `tokens` is the argmax (inside its allowed [low, high), by default every
+    real id) of the full forward pass's logits at the position before it. One causal pass over
+    prompt + tokens gives every position's logits as recomputing each prefix would."""
+    seq = list(prompt) + list(tokens)
+    logits = np.asarray(model(jnp.asarray([seq]))[0, len(prompt) - 1:-1])
+    ranges = [(0, CONFIG.vocab_size)] * len(tokens) if allowed is None else allowed
+    return [low + int(np.argmax(row[low:high])) for row, (low, high) in zip(logits, ranges)] \
+        == list(tokens)
 
 
 def test_cached_logits_equal_full_recomputation_with_left_padding(model):
@@ -48,8 +52,10 @@ def test_temperature_zero_is_argmax_and_seeds_are_deterministic(model):
     greedy = sample(model, prompts, 6, rng=jax.random.key(0), config=SamplingConfig(0.0),
                     num_samples=2)
     assert greedy.shape == (4, 6)
-    assert greedy[0].tolist() == greedy[1].tolist() == _greedy_by_recomputation(model, prompts[0], 6)
-    assert greedy[2].tolist() == _greedy_by_recomputation(model, prompts[1], 6)
+    assert greedy[0].tolist() == greedy[1].tolist()
+    assert _is_greedy_by_recomputation(model, prompts[0], greedy[0])
+    assert _is_greedy_by_recomputation(model, prompts[1], greedy[2])
+    assert not _is_greedy_by_recomputation(model, prompts[1], greedy[0])   # the check can fail
     hot = SamplingConfig(1.0)
     a = sample(model, prompts, 6, rng=jax.random.key(3), config=hot, num_samples=2)
     np.testing.assert_array_equal(a, sample(model, prompts, 6, rng=jax.random.key(3), config=hot,
@@ -84,6 +90,27 @@ def test_allowed_ranges_are_respected_per_position(model):
         sample(model, [np.array([1])], 2, rng=jax.random.key(0), allowed=np.array([[5, 5], [1, 2]]))
 
 
+def test_logit_window_is_the_full_logits_cut_and_greedy_decoding_is_unchanged(model):
+    """A step whose ids lie in a narrow range computes only a window of logits: the window
+    equals those columns of the full logits, and greedy decoding over ranges that each need a
+    different window start (the last one clipped to the padded vocabulary) picks the range's
+    argmax of the full recomputation."""
+    assert CONFIG.padded_vocab_size == 256                        # 195 up to a multiple of 128
+    assert logit_window_width(np.array([[10, 20], [150, 195]]), CONFIG) == 128
+    assert logit_window_width(np.array([[0, 195]]), CONFIG) is None   # would not halve it
+    prompt = np.array([[1, 7, 9, 40]], np.int32)
+    full, _ = model.decode_step(jnp.asarray(prompt), model.init_cache(1, 6), 0)
+    window, _ = model.decode_step(jnp.asarray(prompt), model.init_cache(1, 6), 0,
+                                  logit_window=(jnp.int32(100), 128))
+    assert window.shape == (1, 4, 128)
+    np.testing.assert_allclose(window, full[..., 100:228], atol=1e-5)
+    np.testing.assert_array_equal(window[..., 95:], -1e9)        # padded ids 195.. stay out
+    allowed = np.array([[10, 20], [100, 101], [150, 195], [3, 67], [60, 70]], np.int32)
+    greedy = sample(model, [prompt[0]], 5, rng=jax.random.key(0), config=SamplingConfig(0.0),
+                    allowed=allowed)[0]
+    assert _is_greedy_by_recomputation(model, prompt[0], greedy, allowed)
+
+
 def test_top_k_and_top_p_filters():
     logits = jnp.log(jnp.asarray([[0.5, 0.2, 0.15, 0.1, 0.05]]))
     full = (jnp.asarray([0]), jnp.asarray([5]))
@@ -98,9 +125,12 @@ def test_top_k_and_top_p_filters():
 
 
 def test_eos_stops_rows(model):
+    greedy = sample(model, [np.array([1, 4])], 6, rng=jax.random.key(0), config=SamplingConfig(0.0))
+    eos = int(greedy[0, 1])
+    assert eos not in greedy[0, :1] and _is_greedy_by_recomputation(model, [1, 4], greedy[0])
     tokens = sample(model, [np.array([1, 4])], 6, rng=jax.random.key(0), config=SamplingConfig(0.0),
-                    eos_id=int(_greedy_by_recomputation(model, [1, 4], 2)[1]))
-    assert tokens[0, 2:].tolist() == [0, 0, 0, 0]
+                    eos_id=eos)
+    assert tokens[0].tolist() == greedy[0, :2].tolist() + [0, 0, 0, 0]
 
 
 def test_weights_cast_before_the_loop_leave_bf16_logits_unchanged():

@@ -24,7 +24,9 @@ class DecodeCall:
     """The shapes of one compiled decoding loop: `rows` sequences (prompts x samples), prompts
     left-padded to `width`, `num_tokens` steps in `cache_phases` phases, a model of `config`,
     a KV cache stored as `kv_cache` (`DecodeLoop.kv_cache`) and weight matrices as `weights`
-    (`DecodeLoop.weights`); `model_id`: `id()` of the model, to tell stages of one config apart."""
+    (`DecodeLoop.weights`); `model_id`: `id()` of the model, to tell stages of one config apart;
+    `logit_width`: the output projection's columns a step reads (None: all,
+    `sampling.logit_window_width`)."""
     config: TransformerConfig
     rows: int
     width: int
@@ -33,6 +35,13 @@ class DecodeCall:
     kv_cache: str = "compute"
     model_id: int = dataclasses.field(default=0, compare=False)
     weights: str = "compute"
+    logit_width: int | None = None
+
+    def _matmul_params(self) -> int:
+        c = self.config
+        skipped = 0 if self.logit_width is None else c.d_model * (c.padded_vocab_size
+                                                                 - self.logit_width)
+        return matmul_params(c) - skipped
 
     def phase_slots(self) -> list[tuple[int, int]]:
         """(steps, cache slots each of those steps reads) for every phase."""
@@ -44,11 +53,12 @@ class DecodeCall:
         """int8: one byte per weight (the scales, one per output entry, are left out: <1%),
         except a tied output projection, which reads the embedding table in the compute dtype."""
         c = self.config
-        full = matmul_params(c) * c.compute_dtype.itemsize
+        params = self._matmul_params()
         if self.weights != "int8":
-            return full
-        kept = c.d_model * c.padded_vocab_size if c.tie_embeddings else 0
-        return matmul_params(c) - kept + kept * c.compute_dtype.itemsize
+            return params * c.compute_dtype.itemsize
+        output = c.d_model * (self.logit_width or c.padded_vocab_size)
+        kept = output if c.tie_embeddings else 0
+        return params - kept + kept * c.compute_dtype.itemsize
 
     def kv_bytes(self, slots: int) -> int:
         """Keys and values of `slots` cache slots of every row in every layer (int8: one byte
@@ -67,7 +77,7 @@ class DecodeCall:
         """Multiply-adds x 2 of the whole loop: the matmuls and the attention over read slots."""
         c = self.config
         per_slot = 4 * c.num_layers * c.num_heads * c.head_dim       # q.k and p.v, 2 FLOPs each
-        return float(sum(steps * self.rows * (2 * matmul_params(c) + per_slot * slots)
+        return float(sum(steps * self.rows * (2 * self._matmul_params() + per_slot * slots)
                          for steps, slots in self.phase_slots()))
 
 

@@ -9,7 +9,8 @@ acoustic tokens on the level the row-major layout puts there and semantic tokens
 Prompts of different lengths share a batch by LEFT padding: row b's prompt occupies positions
 [P - length_b, P) and the cache ignores keys before P - length_b (`decode_step(key_start=)`).
 The T5 relative bias sees only key - query offsets, so a left-padded row decodes exactly as it
-would alone. With `num_samples` > 1 the prompts are prefilled once and their caches repeated:
+would alone. When every range is narrow, each step computes only the logits of a window of ids
+that holds its range (`logit_window_width`). With `num_samples` > 1 the prompts are prefilled once and their caches repeated:
 rows come out prompt-major (prompt 0's samples first).
 
 Shapes may be bucketed (`shape_buckets` per octave, off by default): the prompt width is left-padded
@@ -44,6 +45,7 @@ import numpy as np
 from flax import nnx
 
 from audiolm_jax.lm.attention import KV_CACHES
+from audiolm_jax.lm.config import TransformerConfig
 from audiolm_jax.lm.int8 import WEIGHTS, Int8Weight
 from audiolm_jax.lm.layouts import PAD
 from audiolm_jax.lm.transformer import Transformer
@@ -98,10 +100,11 @@ class DecodeLoop:
 
 
 def filter_logits(logits: jax.Array, config: SamplingConfig, low: jax.Array,
-                  high: jax.Array) -> jax.Array:
+                  high: jax.Array, offset: jax.Array | int = 0) -> jax.Array:
     """float32 [batch, vocab] -> the logits to draw from: -inf outside [low, high) per row,
-    divided by the temperature, then cut to the top-k and the top-p nucleus."""
-    ids = jnp.arange(logits.shape[-1])
+    divided by the temperature, then cut to the top-k and the top-p nucleus. `offset`: the id
+    of column 0 (logits of a window of ids, `Transformer.decode_step(logit_window=)`)."""
+    ids = offset + jnp.arange(logits.shape[-1])
     inside = (ids[None, :] >= low[:, None]) & (ids[None, :] < high[:, None])
     logits = jnp.where(inside, logits.astype(jnp.float32), -jnp.inf)
     if config.temperature > 0:
@@ -119,12 +122,15 @@ def filter_logits(logits: jax.Array, config: SamplingConfig, low: jax.Array,
 
 
 def sample_logits(logits: jax.Array, key: jax.Array, config: SamplingConfig, low: jax.Array,
-                  high: jax.Array) -> jax.Array:
-    """int32 [batch]: one id per row of float32 [batch, vocab] logits, inside [low, high)."""
-    logits = filter_logits(logits, config, low, high)
+                  high: jax.Array, offset: jax.Array | int = 0) -> jax.Array:
+    """int32 [batch]: one id per row of float32 [batch, vocab] logits, inside [low, high);
+    column j of the logits is id offset + j."""
+    logits = filter_logits(logits, config, low, high, offset)
     if config.temperature == 0:
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+        index = jnp.argmax(logits, axis=-1)
+    else:
+        index = jax.random.categorical(key, logits, axis=-1)
+    return (offset + index).astype(jnp.int32)
 
 
 def _checked_prompts(prompts: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -172,6 +178,18 @@ def decoding_weights(state: nnx.State, dtype, weights: str = "compute") -> nnx.S
     return jax.tree_util.tree_map_with_path(cast, state)
 
 
+def logit_window_width(allowed: np.ndarray, config: TransformerConfig) -> int | None:
+    """The logits a step computes: a window as wide as the widest allowed range, rounded up to
+    the model's `vocab_multiple` (None: the whole vocabulary, when that would not halve it). Each step's
+    window starts at its range's low id, so the output projection reads only those columns
+    (an acoustic step of the coarse stage: 1024 of 13315) and the draw is over them; the ids
+    outside the range get probability zero either way, so the distribution is the same (the
+    random numbers are drawn for the window's shape, so a seed samples other tokens)."""
+    widest, multiple = int(np.max(allowed[:, 1] - allowed[:, 0])), config.vocab_multiple
+    width = min(-(-widest // multiple) * multiple, config.padded_vocab_size)
+    return width if 2 * width <= config.padded_vocab_size else None
+
+
 def cache_phase_bounds(num_tokens: int, phases: int) -> list[tuple[int, int]]:
     """The decoding steps [0, num_tokens) cut into `phases` near-equal consecutive ranges."""
     if phases < 1:
@@ -182,15 +200,28 @@ def cache_phase_bounds(num_tokens: int, phases: int) -> list[tuple[int, int]]:
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "num_tokens", "num_samples", "config",
                                              "eos_id", "cache_phases", "kv_cache", "unroll",
-                                             "weights"))
+                                             "weights", "logit_width"))
 def _sample(graphdef, state, prompts, lengths, allowed, rng, *, num_tokens, num_samples, config,
-            eos_id, cache_phases=1, kv_cache="compute", unroll=1, weights="compute"):
+            eos_id, cache_phases=1, kv_cache="compute", unroll=1, weights="compute",
+            logit_width=None):
     compute_dtype = nnx.merge(graphdef, state).config.compute_dtype
     model: Transformer = nnx.merge(graphdef, decoding_weights(state, compute_dtype, weights))
     batch, width = prompts.shape
     key_start = (width - lengths).astype(jnp.int32)
+    vocab = model.config.padded_vocab_size
+
+    def window(step):
+        """The ids whose logits step `step` draws from: all, or `logit_width` from its low."""
+        if logit_width is None:
+            return None
+        low = allowed[jnp.minimum(step, num_tokens - 1), 0]
+        return jnp.minimum(low, vocab - logit_width), logit_width
+
+    def offset(step):
+        return 0 if logit_width is None else window(step)[0]
+
     cache = model.init_cache(batch, width + num_tokens, kv_cache)
-    logits, cache = model.decode_step(prompts, cache, 0, key_start)
+    logits, cache = model.decode_step(prompts, cache, 0, key_start, logit_window=window(0))
     logits = logits[:, -1]
     if num_samples > 1:
         repeat = lambda x: jnp.repeat(x, num_samples, axis=0)
@@ -203,13 +234,14 @@ def _sample(graphdef, state, prompts, lengths, allowed, rng, *, num_tokens, num_
         step, logits, cache, out, done = carry
         low = jnp.broadcast_to(allowed[step, 0], (rows,))
         high = jnp.broadcast_to(allowed[step, 1], (rows,))
-        token = sample_logits(logits, jax.random.fold_in(rng, step), config, low, high)
+        token = sample_logits(logits, jax.random.fold_in(rng, step), config, low, high,
+                              offset(step))
         token = jnp.where(done, PAD, token)
         out = jax.lax.dynamic_update_slice(out, token[:, None], (0, step))
         if eos_id is not None:
             done = done | (token == eos_id)
         logits, cache = model.decode_step(token[:, None], cache, width + step, key_start,
-                                          key_limit=key_limit)
+                                          key_limit=key_limit, logit_window=window(step + 1))
         return step + 1, logits[:, 0], cache, out, done
 
     carry = (jnp.int32(0), logits, cache, out, done)
@@ -303,11 +335,12 @@ def sample(model: Transformer, prompts: Sequence[np.ndarray], num_tokens: int, *
         # The extra steps' tokens are dropped: any valid range serves them.
         allowed = np.concatenate([allowed, np.repeat(allowed[-1:], steps - num_tokens, axis=0)])
     padded, lengths = left_pad(prompts, width=width)
+    logit_width = logit_window_width(allowed, model.config)
     if _RECORDERS:
         # roofline imports this module: imported here, only while recording.
         from audiolm_jax.generate.roofline import DecodeCall  # noqa: PLC0415
         call = DecodeCall(model.config, len(prompts) * int(num_samples), width, steps,
-                          int(cache_phases), kv_cache, id(model), weights)
+                          int(cache_phases), kv_cache, id(model), weights, logit_width)
         for calls in _RECORDERS:
             calls.append(call)
     graphdef, state = nnx.split(model)
@@ -315,5 +348,5 @@ def sample(model: Transformer, prompts: Sequence[np.ndarray], num_tokens: int, *
                   jnp.asarray(allowed), rng, num_tokens=steps,
                   num_samples=int(num_samples), config=config, eos_id=eos_id,
                   cache_phases=int(cache_phases), kv_cache=kv_cache, unroll=int(unroll),
-                  weights=weights)
+                  weights=weights, logit_width=logit_width)
     return np.asarray(out)[:rows, :num_tokens]

@@ -122,17 +122,23 @@ class Transformer(nnx.Module):
         x = jnp.take(self.embedding[...], tokens, axis=0).astype(self.config.compute_dtype)
         return self.constrain(x, _ACTIVATION)
 
-    def _logits(self, x: jax.Array) -> jax.Array:
+    def _logits(self, x: jax.Array, window: tuple[jax.Array, int] | None = None) -> jax.Array:
+        """Logits over the padded vocabulary, or over the ids [start, start + width) of
+        `window` (start traced, width static; the caller keeps it inside the padded vocabulary):
+        a decoding step whose next id is known to lie in a range reads only those columns."""
         x = self.final_norm(x)
+        start, width = (0, self.config.padded_vocab_size) if window is None else window
+        cut = (lambda w, axis: w) if window is None else (
+            lambda w, axis: jax.lax.dynamic_slice_in_dim(w, start, width, axis=axis))
         if self.logits_kernel is None:
-            table = self.embedding[...].astype(x.dtype)
+            table = cut(self.embedding[...].astype(x.dtype), 0)
             logits = jnp.einsum("bld,vd->blv", x, table, preferred_element_type=jnp.float32)
             logits = logits * self.config.d_model ** -0.5
         else:
-            kernel = self.logits_kernel[...].astype(x.dtype)
+            kernel = cut(self.logits_kernel[...].astype(x.dtype), 1)
             logits = jnp.einsum("bld,dv->blv", x, kernel, preferred_element_type=jnp.float32)
         if self.config.padded_vocab_size != self.config.vocab_size:
-            real = jnp.arange(self.config.padded_vocab_size) < self.config.vocab_size
+            real = start + jnp.arange(width) < self.config.vocab_size
             logits = jnp.where(real, logits, _PADDED_VOCAB_LOGIT)
         return self.constrain(logits, ("batch", "length", "vocab"))
 
@@ -180,7 +186,8 @@ class Transformer(nnx.Module):
                                                 kv_cache) for block in self.blocks)
 
     def decode_step(self, tokens: jax.Array, cache: KVCache, position: jax.Array | int,
-                    key_start: jax.Array | None = None, key_limit: int | None = None
+                    key_start: jax.Array | None = None, key_limit: int | None = None,
+                    logit_window: tuple[jax.Array, int] | None = None
                     ) -> tuple[jax.Array, KVCache]:
         """Logits for `tokens` placed at positions position.. using (and filling) the cache.
 
@@ -200,8 +207,10 @@ class Transformer(nnx.Module):
           key_limit: static; attend to (and read) only the first `key_limit` cache slots, which
             must hold every position up to position + steps - 1 (the caller's guarantee: the
             later slots are empty and masked anyway, so the logits are the same). None: all.
+          logit_window: (start, width): logits of the ids [start, start + width) only (start an
+            int32 scalar in [0, padded_vocab - width], width static). None: every id.
         Returns:
-          (float32 [batch, steps, padded_vocab], updated cache).
+          (float32 [batch, steps, width or padded_vocab], updated cache).
         """
         position = jnp.asarray(position, jnp.int32)
         x = self._embed(tokens)
@@ -217,4 +226,4 @@ class Transformer(nnx.Module):
             x, layer_cache = block.decode(x, bias, layer_cache, position, self.constrain,
                                           key_start, key_limit)
             new_cache.append(layer_cache)
-        return self._logits(x), tuple(new_cache)
+        return self._logits(x, logit_window), tuple(new_cache)
