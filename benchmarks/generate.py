@@ -177,6 +177,10 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dtype", default=None, help="default: float32 with --tiny, else bfloat16")
     parser.add_argument("--fine-max-batch", type=int, default=128)
+    parser.add_argument("--fine-chunk-seconds", type=float, default=3.0,
+                        help="stage 3's chunks (GenerationConfig.fine_chunk_s; the paper's 3 s): "
+                             "shorter chunks decode in fewer steps with more rows, each with "
+                             "less context than the stage was trained on")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-phases", type=int, default=1,
                         help="decoding loops per sampling call, each reading only the filled "
@@ -197,6 +201,7 @@ def main(argv=None) -> int:
     lm, about = build(args.tiny, dtype, args.seed)
     lm.config = dataclasses.replace(lm.config, semantic_tokens_per_second=args.semantic_rate,
                                     fine_max_batch=args.fine_max_batch,
+                                    fine_chunk_s=args.fine_chunk_seconds,
                                     loop=DecodeLoop(cache_phases=args.cache_phases,
                                                     kv_cache=args.kv_cache, unroll=args.unroll,
                                                     min_rows=args.min_rows,
@@ -218,6 +223,7 @@ def main(argv=None) -> int:
         "semantic_tokens_per_second": args.semantic_rate, "repeats": args.repeats,
         "cache_phases": args.cache_phases, "kv_cache": args.kv_cache, "unroll": args.unroll,
         "min_rows": args.min_rows, "weights": args.weights,
+        "fine_chunk_seconds": args.fine_chunk_seconds,
         "runs": runs,
         "targets": {"batch1_seconds_for_10s": TARGET_BATCH1_SECONDS,
                     "batch64_audio_seconds_per_second": TARGET_BATCH64_RATE},

@@ -15,15 +15,17 @@ def test_tiny_run_writes_the_judged_keys(tmp_path):
     assert bench.main(["--tiny", "--batch-sizes", "1", "--repeats", "1", "--seconds", "1",
                        "--profile", "--cache-phases", "2", "--kv-cache", "int8",
                        "--unroll", "2", "--min-rows", "2", "--weights", "int8",
-                       "--out", str(out)]) == 0
+                       "--fine-chunk-seconds", "0.5", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["cache_phases"] == 2 and result["kv_cache"] == "int8" and result["unroll"] == 2
     assert result["min_rows"] == 2 and result["weights"] == "int8"
+    assert result["fine_chunk_seconds"] == 0.5
     run = result["runs"]["1"]
     assert result["batch1_seconds_for_10s"] == run["wall_seconds"] * 10
     assert run["output_shape"][0] == 1 and run["wall_seconds"] > 0
-    # 1 s at 25 semantic tokens/s; coarse: 1 s x 50 Hz x 2 levels; fine: 50 frames x 2 levels.
-    assert run["decoding_steps"] == {"semantic": 25, "coarse": 100, "fine": 100}
+    # 1 s at 25 semantic tokens/s; coarse: 1 s x 50 Hz x 2 levels; fine: two 0.5 s chunks
+    # decoded side by side, 25 frames x 2 levels each.
+    assert run["decoding_steps"] == {"semantic": 25, "coarse": 100, "fine": 50}
     assert set(run["ms_per_decoding_step"]) == {"semantic", "coarse", "fine"}
     roofline = run["roofline"]
     assert {k: v["steps"] for k, v in roofline.items()} == run["decoding_steps"]
