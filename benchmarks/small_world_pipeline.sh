@@ -38,6 +38,7 @@ if [ $MODE = gpu ]; then
   # voices); runs while the codec still trains.
   FIT="--select-layer-on heldout_books --select-layer-items 3000"; CONT="--seconds 7 --samples 2"
   SPK=""; DET="--steps 300"; WER="--limit 40"; PAIRS_N="--pairs-lexical 25 --pairs-syntactic 5"
+  FINE_CONTEXT="--limit 64"   # held-out utterances scored at each fine-stage chunk length
   # 32 prompts in one batch cost about what 8 did; the detector holds out half of them (it had
   # 2 + 2 files in session 8). Acoustic generations run stages 2-3 one utterance at a time: 8,
   # 3 samples each as in the paper's Table II (the samples share the utterance's batch).
@@ -54,6 +55,7 @@ else
   STAGE="--gin.train.num_train_steps=2 --gin.BATCH_SIZE=2 --gin.train.eval_every=0 --gin.train.eval_data=None"
   SPK="--gin.train.num_train_steps=2 --gin.OptimizerConfig.warmup_steps=1 --gin.speaker_crop_batches.batch_size=2 --gin.train.eval_every=0 --gin.train.eval_data=None"
   DET="--steps 2"; WER="--limit 3"; PAIRS_N="--pairs-lexical 3 --pairs-syntactic 1 --limit 4"
+  FINE_CONTEXT="--limit 3 --chunk-seconds 3 1"
   EVAL_AUDIO="--prompts 4 --acoustic-generation-prompts 2 --acoustic-generation-samples 2 --prompt-seconds 3 --seconds 1 --max-seconds 4.5 --dtype float32"
   ABX=""
 fi
@@ -127,6 +129,10 @@ else
   ev pairs --pairs-dir $PAIRS $BUILD $PAIRS_N --semantic-run $W/stage_semantic \
     --tokenizer $W/tokenizer &
 fi
+# What shorter fine-stage chunks (fewer decoding steps: benchmarks/generate.py
+# --fine-chunk-seconds) cost in log-likelihood of the true fine codes of held-out voices.
+ev fine-context --fine-run $W/stage_fine --tokens outputs/tokens/speech/heldout_voices \
+  $FINE_CONTEXT &
 # The `continue` CLI (WAVs, spectrogram, tokens JSON) on one prompt; eval_audio.py below writes
 # the continuations of all its prompts in one batch.
 for p in $(find $C/heldout_voices \( -name "*.flac" -o -name "*.opus" \) | sort | awk -F/ '{print $(NF-2)" "$0}' | sort -k1,1 -u | cut -d' ' -f2 | head -n 1); do

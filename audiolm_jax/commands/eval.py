@@ -14,6 +14,8 @@
     audiolm-jax eval similarity [--reconstruction DIR] [--acoustic-generation DIR]
                               [--continuation DIR] [--acoustic-only DIR]
                               (Table III's independent check: resemblyzer cosine)
+    audiolm-jax eval fine-context --fine-run RUN --tokens CACHE [--chunk-seconds 3 1 0.5]
+                              (stage 3's loss with chunks shorter than the paper's 3 s)
 
 What exists runs now (the classifier on originals, ASR of originals, building the pairs, ABX of
 the tokenizers); a row that needs generated audio takes a directory of it (files named after
@@ -28,7 +30,8 @@ import time
 
 import numpy as np
 
-EXPERIMENTS = ("speaker", "wer", "pairs", "piano", "detector", "abx", "ablation", "similarity")
+EXPERIMENTS = ("speaker", "wer", "pairs", "piano", "detector", "abx", "ablation", "similarity",
+               "fine-context")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -66,6 +69,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="detector: share of prompts (with their originals) held out to judge it; "
                         "raise it for a handful of prompts so both parts get some")
     p.add_argument("--max-items", type=int, default=None, help="abx: cap on items")
+    p.add_argument("--fine-run", default=None, help="fine-context: the stage-3 run directory")
+    p.add_argument("--tokens", default=None,
+                   help="fine-context: a token cache of held-out utterances (audiolm-jax tokenize)")
+    p.add_argument("--chunk-seconds", type=float, nargs="+", default=[3.0, 1.5, 1.0, 0.5],
+                   help="fine-context: chunk lengths, the first the reference (the paper's 3 s)")
+    p.add_argument("--num-coarse", type=int, default=None,
+                   help="fine-context: Q' (default: the fine run's stage_batches.num_coarse)")
     p.set_defaults(func=_run)
 
 
@@ -98,10 +108,11 @@ def _run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     result = {"experiment": args.experiment, "seed": args.seed,
-              **globals()[f"_{args.experiment}"](args)}
+              **globals()["_" + args.experiment.replace("-", "_")](args)}
     result.update(command=command_line(script="audiolm-jax"), machine=machine_info(),
                   date=utc_now(), seconds=round(time.perf_counter() - start, 1))
-    out = args.out or os.path.join("results", f"eval_{args.experiment}.json")
+    name = args.experiment.replace("-", "_")
+    out = args.out or os.path.join("results", f"eval_{name}.json")
     write_json(out, result)
     print(f"audiolm-jax eval {args.experiment}: wrote {out}", flush=True)
     return 0
@@ -270,3 +281,25 @@ def _ablation(args) -> dict:
     except ImportError as e:  # PocketsphinxASR's message says how to install it
         out["babble_note"] = f"transcript rows left out: {e}"
     return {"ablation": out}
+
+
+def _fine_context(args) -> dict:
+    from audiolm_jax.eval.fine_context import fine_context_table
+    from audiolm_jax.generate.loading import load_stage_model, stage_data_hints
+    from audiolm_jax.generate.timing import TokenRates
+    from audiolm_jax.tokens.cache import TokenCache
+
+    _need(args, "fine-run", "tokens", why="the stage-3 run and a token cache of held-out "
+                                          "utterances to score it on")
+    cache = TokenCache(args.tokens)
+    num_coarse = args.num_coarse or stage_data_hints(args.fine_run).get("num_coarse") or 4
+    utterances = [u.acoustic for u in cache.utterances()][:args.limit]
+    model = load_stage_model(args.fine_run, what="fine")
+    print(f"audiolm-jax eval fine-context: {len(utterances)} utterances, Q'={num_coarse}, "
+          f"chunks {args.chunk_seconds} s", flush=True)
+    table = fine_context_table(model, cache.vocabulary(), num_coarse, utterances,
+                               args.chunk_seconds, TokenRates().acoustic_hz, seed=args.seed)
+    return {"fine_context": {"chunks": table, "fine_run": os.path.abspath(args.fine_run),
+                             "tokens": os.path.abspath(args.tokens), "num_coarse": num_coarse,
+                             "scoring": "teacher-forced log p of the true fine codes, chunks cut "
+                                        "as generation cuts them (audiolm_jax.eval.fine_context)"}}
