@@ -134,7 +134,7 @@ def test_cli_continue_writes_wavs_png_and_tokens(parts, tmp_path, capsys):
     sf.write(prompt, np.stack([_speechy(1.0)] * 2, axis=1), 16000)      # stereo: downmixed
     out = tmp_path / "out"
     rc = cli.main(["continue", "--prompt", str(prompt), "--seconds", "0.5", "--samples", "2",
-                   "--out", str(out), *models_args])
+                   "--fine-chunk-seconds", "0.2", "--out", str(out), *models_args])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "2 channels" in captured.err
@@ -156,8 +156,9 @@ def test_cli_sampling_flags_reach_the_generation_config():
     args = cli.build_parser().parse_args(
         ["continue", "--prompt", "p.wav", "--out", "o", "--codec", "c", "--tokenizer", "t",
          "--temperatures", "0.5,0.7,0.9", "--top-k", "5", "--kv-cache", "int8",
-         "--weights", "int8"])
+         "--weights", "int8", "--cache-phases", "3"])
     config = _config(args)
+    assert config.loop.cache_phases == 3
     assert config.loop.kv_cache == "int8" and config.coarse.temperature == 0.7
     assert config.loop.weights == "int8"
     assert config.fine.top_k == 5

@@ -16,6 +16,7 @@ a message naming the file; stereo or other-rate prompts are converted with a not
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 
@@ -61,6 +62,15 @@ def _add_models(p: argparse.ArgumentParser) -> None:
                         "(sampling.DecodeLoop.min_rows); default 2 on a GPU, where one row makes "
                         "every weight product a slow matrix-vector reduction (batch 1: 2.65 -> "
                         "2.00 s on an H100, docs/RESULTS.md), else 1")
+    s.add_argument("--cache-phases", type=int, default=1,
+                   help="decoding loops per sampling call, each reading only the filled part of "
+                        "the KV cache: the same tokens, longer compiles (batch 1 on an H100: "
+                        "1.95 -> 1.90 s with 4, docs/RESULTS.md session 23)")
+    s.add_argument("--fine-chunk-seconds", type=float, default=None,
+                   help="stage 3's non-overlapping chunks (default: the fine run's training "
+                        "crop, the paper's 3 s). Shorter chunks decode in fewer steps (1 s: "
+                        "batch 1 1.90 -> 1.44 s on an H100) with less context per chunk; "
+                        "`audiolm-jax eval fine-context` measures what that costs")
     s.add_argument("--samples", type=int, default=1, help="continuations per prompt")
     s.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output directory")
@@ -110,7 +120,8 @@ def _config(args: argparse.Namespace):
     return GenerationConfig(semantic=stage(temps[0]), coarse=stage(temps[1]), fine=stage(temps[2]),
                             semantic_tokens_per_second=args.semantic_rate,
                             loop=DecodeLoop(kv_cache=args.kv_cache, min_rows=_min_rows(args),
-                                            weights=args.weights))
+                                            weights=args.weights,
+                                            cache_phases=args.cache_phases))
 
 
 def _min_rows(args: argparse.Namespace) -> int:
@@ -160,6 +171,11 @@ def _run(args: argparse.Namespace) -> int:
         lm = load_audiolm(args.semantic, args.acoustic_only or args.coarse, args.fine, args.codec,
                           args.tokenizer, num_coarse=args.num_coarse, config=config,
                           dtype=args.dtype, acoustic_only=bool(args.acoustic_only))
+        if args.fine_chunk_seconds is not None:   # over the run's crop that load_audiolm read
+            if args.fine_chunk_seconds <= 0:
+                raise ValueError(f"--fine-chunk-seconds={args.fine_chunk_seconds}: give a "
+                                 "positive length")
+            lm.config = dataclasses.replace(lm.config, fine_chunk_s=args.fine_chunk_seconds)
         if args.mode == "continue":
             out = lm.continuation([prompt.wav], args.seconds, num_samples=args.samples,
                                   seed=args.seed)
