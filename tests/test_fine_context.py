@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from audiolm_jax.eval.fine_context import chunk_examples, fine_context_table, utterance_score
+from audiolm_jax.eval.fine_context import chunk_examples, example_scores, fine_context_table
 from audiolm_jax.lm.config import TransformerConfig
 from audiolm_jax.lm.layouts import AudioVocabulary, fine_example
 from audiolm_jax.lm.transformer import Transformer
@@ -52,10 +52,12 @@ def test_chunks_are_cut_as_generation_cuts_them():
 
 def test_padded_batch_scores_equal_one_pass_per_chunk(model):
     examples = chunk_examples(_codes(11, 1), VOCAB, NUM_COARSE, 4)   # chunks of 4, 4, 3 frames
-    logp, tokens, hits = utterance_score(model, examples, bucket=8)
-    want, want_tokens = _by_hand(model, examples)
-    assert tokens == want_tokens == 11 * 2 and 0 <= hits <= tokens
-    assert logp == pytest.approx(want, rel=1e-5)
+    scores = example_scores(model, examples, rows=2, bucket=8)       # batches of 2, padded rows
+    for e, (logp, tokens, hits) in zip(examples, scores):
+        want, want_tokens = _by_hand(model, [e])
+        assert tokens == want_tokens and 0 <= hits <= tokens
+        assert logp == pytest.approx(want, rel=1e-5)
+    assert scores[:, 1].sum() == 11 * 2
 
 
 def test_table_per_chunk_length(model):

@@ -48,24 +48,32 @@ def chunk_examples(codes: np.ndarray, vocab: AudioVocabulary, num_coarse: int,
             for a, b in fine_chunks(0, codes.shape[0], chunk_frames)]
 
 
-def utterance_score(model: Transformer, examples: Sequence[StageExample],
-                    bucket: int = 256) -> tuple[float, int, int]:
-    """(sum of log p over the examples' loss positions, tokens scored, tokens the argmax hit).
+def example_scores(model: Transformer, examples: Sequence[StageExample], rows: int = 32,
+                   bucket: int = 256) -> np.ndarray:
+    """float64 [len(examples), 3]: per example, the sum of log p over its loss positions, the
+    tokens scored and the tokens the argmax hit.
 
-    The examples share one forward pass, right-padded to a multiple of `bucket` (so utterances
-    of many lengths compile a few programs); the padding is after every real position, which a
-    causal model cannot see, and it is outside the loss mask."""
-    length = -(-max(e.inputs.size for e in examples) // bucket) * bucket
-    inputs = np.full((len(examples), length), PAD, np.int32)
-    targets = np.full((len(examples), length), PAD, np.int32)
-    mask = np.zeros((len(examples), length), bool)
-    for row, e in enumerate(examples):
-        inputs[row, :e.inputs.size], targets[row, :e.targets.size] = e.inputs, e.targets
-        mask[row, :e.loss_mask.size] = e.loss_mask > 0
+    The examples go through in batches of `rows` (fewer if there are fewer), all right-padded to one width (the longest,
+    up to a multiple of `bucket`), so one chunk length compiles one program; padding lies after
+    every real position, which a causal model cannot see, and outside the loss mask."""
+    width = -(-max(e.inputs.size for e in examples) // bucket) * bucket
+    rows = min(rows, len(examples))
     graphdef, state = nnx.split(model)
-    logp, hit = _scores(graphdef, state, jnp.asarray(inputs), jnp.asarray(targets))
-    logp, hit = np.asarray(logp, np.float64), np.asarray(hit)
-    return float(logp[mask].sum()), int(mask.sum()), int(hit[mask].sum())
+    out = np.zeros((len(examples), 3))
+    for first in range(0, len(examples), rows):
+        part = examples[first:first + rows]
+        inputs = np.full((rows, width), PAD, np.int32)
+        targets = np.full((rows, width), PAD, np.int32)
+        mask = np.zeros((rows, width), bool)
+        for row, e in enumerate(part):
+            inputs[row, :e.inputs.size], targets[row, :e.targets.size] = e.inputs, e.targets
+            mask[row, :e.loss_mask.size] = e.loss_mask > 0
+        logp, hit = _scores(graphdef, state, jnp.asarray(inputs), jnp.asarray(targets))
+        logp, hit = np.asarray(logp, np.float64), np.asarray(hit)
+        for row in range(len(part)):
+            keep = mask[row]
+            out[first + row] = logp[row][keep].sum(), keep.sum(), hit[row][keep].sum()
+    return out
 
 
 def fine_context_table(model: Transformer, vocab: AudioVocabulary, num_coarse: int,
@@ -82,9 +90,15 @@ def fine_context_table(model: Transformer, vocab: AudioVocabulary, num_coarse: i
         chunk_frames = int(round(seconds * frame_rate))
         if chunk_frames < 1:
             raise ValueError(f"chunk of {seconds} s is under one frame at {frame_rate} Hz")
-        scores = [utterance_score(model, chunk_examples(u, vocab, num_coarse, chunk_frames))
-                  for u in utterances]
-        nats, tokens, hits = (np.array(x, np.float64) for x in zip(*scores))
+        examples, owner = [], []
+        for index, codes in enumerate(utterances):
+            chunks = chunk_examples(codes, vocab, num_coarse, chunk_frames)
+            examples += chunks
+            owner += [index] * len(chunks)
+        scores = example_scores(model, examples)
+        # Per utterance: nats, tokens and hits summed over its chunks.
+        nats, tokens, hits = (np.bincount(owner, weights=scores[:, j], minlength=len(utterances))
+                              for j in range(3))
         nats = -nats
         first = nats if first is None else first
         table[f"{seconds:g}"] = {
