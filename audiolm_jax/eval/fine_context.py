@@ -53,9 +53,10 @@ def example_scores(model: Transformer, examples: Sequence[StageExample], rows: i
     """float64 [len(examples), 3]: per example, the sum of log p over its loss positions, the
     tokens scored and the tokens the argmax hit.
 
-    The examples go through in batches of `rows` (fewer if there are fewer), all right-padded to one width (the longest,
-    up to a multiple of `bucket`), so one chunk length compiles one program; padding lies after
-    every real position, which a causal model cannot see, and outside the loss mask."""
+    The examples go through in batches of `rows` (fewer if there are fewer), all right-padded
+    to one width (the longest, up to a multiple of `bucket`), so one chunk length compiles one
+    program; padding lies after every real position, which a causal model cannot see, and
+    outside the loss mask."""
     width = -(-max(e.inputs.size for e in examples) // bucket) * bucket
     rows = min(rows, len(examples))
     graphdef, state = nnx.split(model)

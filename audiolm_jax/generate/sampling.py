@@ -10,8 +10,8 @@ Prompts of different lengths share a batch by LEFT padding: row b's prompt occup
 [P - length_b, P) and the cache ignores keys before P - length_b (`decode_step(key_start=)`).
 The T5 relative bias sees only key - query offsets, so a left-padded row decodes exactly as it
 would alone. When every range is narrow, each step computes only the logits of a window of ids
-that holds its range (`logit_window_width`). With `num_samples` > 1 the prompts are prefilled once and their caches repeated:
-rows come out prompt-major (prompt 0's samples first).
+that holds its range (`logit_window_width`). With `num_samples` > 1 the prompts are prefilled
+once and their caches repeated: rows come out prompt-major (prompt 0's samples first).
 
 Shapes may be bucketed (`shape_buckets` per octave, off by default): the prompt width is left-padded
 up to a bucket and the loop runs to a bucketed token count whose extra tokens are dropped. Both
@@ -180,8 +180,8 @@ def decoding_weights(state: nnx.State, dtype, weights: str = "compute") -> nnx.S
 
 def logit_window_width(allowed: np.ndarray, config: TransformerConfig) -> int | None:
     """The logits a step computes: a window as wide as the widest allowed range, rounded up to
-    the model's `vocab_multiple` (None: the whole vocabulary, when that would not halve it). Each step's
-    window starts at its range's low id, so the output projection reads only those columns
+    the model's `vocab_multiple` (None: the whole vocabulary, when that would not halve it).
+    Each step's window starts at its range's low id, so the output projection reads only those columns
     (an acoustic step of the coarse stage: 1024 of 13315) and the draw is over them; the ids
     outside the range get probability zero either way, so the distribution is the same (the
     random numbers are drawn for the window's shape, so a seed samples other tokens)."""
