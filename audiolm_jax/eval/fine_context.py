@@ -16,27 +16,18 @@ whole vocabulary, the distribution the stage was trained on.
 """
 from __future__ import annotations
 
-import functools
 from typing import Iterable, Sequence
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from audiolm_jax.eval.semantic_loglik import bucket_length
 from audiolm_jax.eval.stats import bootstrap_ratio_ci
 from audiolm_jax.generate.timing import fine_chunks
 from audiolm_jax.lm.layouts import PAD, AudioVocabulary, StageExample, fine_example
+from audiolm_jax.lm.loss import token_scores
 from audiolm_jax.lm.transformer import Transformer
-
-
-@functools.partial(jax.jit, static_argnames=("graphdef",))
-def _scores(graphdef, state, inputs: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """float32 [batch, length] log p(targets | inputs so far), bool [batch, length] argmax hit."""
-    model: Transformer = nnx.merge(graphdef, state)
-    logp = jax.nn.log_softmax(model(inputs).astype(jnp.float32), axis=-1)
-    picked = jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
-    return picked, jnp.argmax(logp, axis=-1) == targets
 
 
 def chunk_examples(codes: np.ndarray, vocab: AudioVocabulary, num_coarse: int,
@@ -57,7 +48,7 @@ def example_scores(model: Transformer, examples: Sequence[StageExample], rows: i
     to one width (the longest, up to a multiple of `bucket`), so one chunk length compiles one
     program; padding lies after every real position, which a causal model cannot see, and
     outside the loss mask."""
-    width = -(-max(e.inputs.size for e in examples) // bucket) * bucket
+    width = bucket_length(max(e.inputs.size for e in examples), bucket)
     rows = min(rows, len(examples))
     graphdef, state = nnx.split(model)
     out = np.zeros((len(examples), 3))
@@ -69,7 +60,7 @@ def example_scores(model: Transformer, examples: Sequence[StageExample], rows: i
         for row, e in enumerate(part):
             inputs[row, :e.inputs.size], targets[row, :e.targets.size] = e.inputs, e.targets
             mask[row, :e.loss_mask.size] = e.loss_mask > 0
-        logp, hit = _scores(graphdef, state, jnp.asarray(inputs), jnp.asarray(targets))
+        logp, hit = token_scores(graphdef, state, jnp.asarray(inputs), jnp.asarray(targets))
         logp, hit = np.asarray(logp, np.float64), np.asarray(hit)
         for row in range(len(part)):
             keep = mask[row]

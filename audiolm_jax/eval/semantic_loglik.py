@@ -13,26 +13,16 @@ are over the model's whole vocabulary, the distribution the stage was trained on
 """
 from __future__ import annotations
 
-import functools
 import os
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from audiolm_jax.lm.layouts import PAD, AudioVocabulary, prompt_tokens, semantic_sequence
+from audiolm_jax.lm.loss import token_scores
 from audiolm_jax.lm.transformer import Transformer
 from audiolm_jax.semantic.tokenizer import FRAME_RATE_HZ, FRAME_SAMPLES, bucketed_ids
-
-
-@functools.partial(jax.jit, static_argnames=("graphdef",))
-def _token_logprobs(graphdef, state, inputs: jax.Array, targets: jax.Array) -> jax.Array:
-    """float32 [batch, length]: log p(targets[:, i] | inputs[:, :i + 1])."""
-    model: Transformer = nnx.merge(graphdef, state)
-    logits = model(inputs)
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    return jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
 
 
 def bucket_length(num_tokens: int, bucket: int) -> int:
@@ -90,7 +80,7 @@ class SemanticLoglik:
         pad = (0, length - n)
         inputs = np.pad(inputs, pad, constant_values=PAD)[None]
         targets = np.pad(sequence, pad, constant_values=PAD)[None]
-        logp = _token_logprobs(self._graphdef, self._state, jnp.asarray(inputs),
+        logp, _ = token_scores(self._graphdef, self._state, jnp.asarray(inputs),
                                jnp.asarray(targets))
         return np.asarray(logp[0, :n])                 # the padding is dropped here
 

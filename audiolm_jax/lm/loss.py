@@ -1,11 +1,14 @@
-"""Next-token cross-entropy over the positions a stage predicts (batch["loss_mask"] == 1)."""
+"""Next-token cross-entropy over the positions a stage predicts (batch["loss_mask"] == 1), and
+the per-token log-probabilities the evaluations score held-out sequences with."""
 from __future__ import annotations
 
+import functools
 from typing import Mapping
 
 import jax
 import jax.numpy as jnp
 import optax
+from flax import nnx
 
 from audiolm_jax.lm.transformer import Transformer
 
@@ -46,3 +49,15 @@ def lm_loss(model: Transformer, batch: Mapping[str, jax.Array], rng: jax.Array |
         "tokens": jnp.asarray(targets.size, jnp.float32),
     }
     return loss, metrics
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def token_scores(graphdef, state, inputs: jax.Array, targets: jax.Array
+                 ) -> tuple[jax.Array, jax.Array]:
+    """One causal pass of the Transformer `nnx.merge(graphdef, state)` (dropout off): float32
+    [batch, length] log p(targets[:, i] | inputs[:, :i + 1]) over the whole vocabulary, and
+    bool [batch, length] whether the argmax is the target."""
+    model: Transformer = nnx.merge(graphdef, state)
+    logp = jax.nn.log_softmax(model(inputs).astype(jnp.float32), axis=-1)
+    picked = jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+    return picked, jnp.argmax(logp, axis=-1) == targets

@@ -128,15 +128,15 @@ class Transformer(nnx.Module):
         a decoding step whose next id is known to lie in a range reads only those columns."""
         x = self.final_norm(x)
         start, width = (0, self.config.padded_vocab_size) if window is None else window
-        cut = (lambda w, axis: w) if window is None else (
-            lambda w, axis: jax.lax.dynamic_slice_in_dim(w, start, width, axis=axis))
-        if self.logits_kernel is None:
-            table = cut(self.embedding[...].astype(x.dtype), 0)
-            logits = jnp.einsum("bld,vd->blv", x, table, preferred_element_type=jnp.float32)
+        tied = self.logits_kernel is None
+        weight, vocab_axis = (self.embedding, 0) if tied else (self.logits_kernel, 1)
+        weight = weight[...].astype(x.dtype)
+        if window is not None:
+            weight = jax.lax.dynamic_slice_in_dim(weight, start, width, axis=vocab_axis)
+        logits = jnp.einsum("bld,vd->blv" if tied else "bld,dv->blv", x, weight,
+                            preferred_element_type=jnp.float32)
+        if tied:
             logits = logits * self.config.d_model ** -0.5
-        else:
-            kernel = cut(self.logits_kernel[...].astype(x.dtype), 1)
-            logits = jnp.einsum("bld,dv->blv", x, kernel, preferred_element_type=jnp.float32)
         if self.config.padded_vocab_size != self.config.vocab_size:
             real = start + jnp.arange(width) < self.config.vocab_size
             logits = jnp.where(real, logits, _PADDED_VOCAB_LOGIT)
