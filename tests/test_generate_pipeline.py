@@ -150,22 +150,42 @@ def test_cli_continue_writes_wavs_png_and_tokens(parts, tmp_path, capsys):
     assert rc == 1 and "silent.wav" in capsys.readouterr().err
 
 
+def test_windows_unset_take_the_runs_crop_and_set_ones_win(parts, tmp_path):
+    from audiolm_jax.generate.pipeline import PAPER_WINDOWS, load_audiolm
+
+    codec, tokenizer, models, codec_gin = parts
+    extras = ("", "stage_batches.num_coarse = 2\n", "stage_batches.crop_seconds = 0.4\n")
+    runs = [export_model(m, tmp_path / name, LM_GIN + extra) for m, name, extra in
+            zip(models, ("semantic", "coarse", "fine"), extras)]
+    codec_dir = export_model(codec, tmp_path / "codec", open(codec_gin).read())
+    tokenizer.save(tmp_path / "tokenizer")
+    load = lambda config: load_audiolm(*runs, codec_dir, str(tmp_path / "tokenizer"),  # noqa: E731
+                                       config=config).config
+    unset = load(GenerationConfig())
+    assert unset.fine_chunk_s == 0.4 and unset.window_seconds("fine_chunk_s") == 0.4
+    assert unset.coarse_window_s is None                          # no crop in the coarse run
+    assert unset.window_seconds("coarse_window_s") == PAPER_WINDOWS["coarse_window_s"] == 10.0
+    assert load(GenerationConfig(fine_chunk_s=0.2)).window_seconds("fine_chunk_s") == 0.2
+    with pytest.raises(ValueError, match="fine_chunk_s=0"):
+        GenerationConfig(fine_chunk_s=0).window_seconds("fine_chunk_s")
+
+
 def test_cli_sampling_flags_reach_the_generation_config():
     from audiolm_jax.commands.generate import _config
 
     args = cli.build_parser().parse_args(
         ["continue", "--prompt", "p.wav", "--out", "o", "--codec", "c", "--tokenizer", "t",
          "--temperatures", "0.5,0.7,0.9", "--top-k", "5", "--kv-cache", "int8",
-         "--weights", "int8", "--cache-phases", "3"])
+         "--weights", "int8", "--cache-phases", "3", "--fine-chunk-seconds", "1"])
     config = _config(args)
-    assert config.loop.cache_phases == 3
+    assert config.loop.cache_phases == 3 and config.fine_chunk_s == 1.0
     assert config.loop.kv_cache == "int8" and config.coarse.temperature == 0.7
     assert config.loop.weights == "int8"
     assert config.fine.top_k == 5
     default = _config(cli.build_parser().parse_args(
         ["continue", "--prompt", "p", "--out", "o", "--codec", "c", "--tokenizer", "t"]))
     assert default.loop.kv_cache == "compute" and default.loop.min_rows == 1  # CPU: no padding
-    assert default.loop.weights == "compute"
+    assert default.loop.weights == "compute" and default.fine_chunk_s is None  # the run's crop
     assert _config(cli.build_parser().parse_args(
         ["generate", "--out", "o", "--codec", "c", "--tokenizer", "t", "--min-rows", "4"])).loop.min_rows == 4
 

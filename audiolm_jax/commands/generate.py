@@ -16,7 +16,6 @@ a message naming the file; stereo or other-rate prompts are converted with a not
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 
@@ -116,9 +115,13 @@ def _config(args: argparse.Namespace):
     if len(temps) != 3:
         raise ValueError(f"--temperatures={args.temperatures!r}: give three numbers, "
                          "semantic,coarse,fine (e.g. 0.6,0.8,0.6)")
+    if args.fine_chunk_seconds is not None and args.fine_chunk_seconds <= 0:
+        raise ValueError(f"--fine-chunk-seconds={args.fine_chunk_seconds}: give a positive "
+                         "length")
     stage = lambda t: SamplingConfig(temperature=t, top_k=args.top_k, top_p=args.top_p)  # noqa: E731
     return GenerationConfig(semantic=stage(temps[0]), coarse=stage(temps[1]), fine=stage(temps[2]),
                             semantic_tokens_per_second=args.semantic_rate,
+                            fine_chunk_s=args.fine_chunk_seconds,   # None: the run's crop
                             loop=DecodeLoop(kv_cache=args.kv_cache, min_rows=_min_rows(args),
                                             weights=args.weights,
                                             cache_phases=args.cache_phases))
@@ -171,11 +174,6 @@ def _run(args: argparse.Namespace) -> int:
         lm = load_audiolm(args.semantic, args.acoustic_only or args.coarse, args.fine, args.codec,
                           args.tokenizer, num_coarse=args.num_coarse, config=config,
                           dtype=args.dtype, acoustic_only=bool(args.acoustic_only))
-        if args.fine_chunk_seconds is not None:   # over the run's crop that load_audiolm read
-            if args.fine_chunk_seconds <= 0:
-                raise ValueError(f"--fine-chunk-seconds={args.fine_chunk_seconds}: give a "
-                                 "positive length")
-            lm.config = dataclasses.replace(lm.config, fine_chunk_s=args.fine_chunk_seconds)
         if args.mode == "continue":
             out = lm.continuation([prompt.wav], args.seconds, num_samples=args.samples,
                                   seed=args.seed)

@@ -44,9 +44,11 @@ class GenerationConfig:
     semantic: SamplingConfig = SamplingConfig(temperature=0.6)
     coarse: SamplingConfig = SamplingConfig(temperature=0.8)
     fine: SamplingConfig = SamplingConfig(temperature=0.6)
-    semantic_window_s: float = 30.0
-    coarse_window_s: float = 10.0
-    fine_chunk_s: float = 3.0
+    # None: the stage's training crop when `load_audiolm` reads one from its run, else the
+    # paper's (PAPER_WINDOWS); a number always wins over the run's crop.
+    semantic_window_s: float | None = None
+    coarse_window_s: float | None = None
+    fine_chunk_s: float | None = None
     dedup: bool = True
     # Deduplicated semantic tokens per second. None: measured on the prompt; without a prompt
     # (unconditional) `unconditional_semantic_rate`, a guess to set from your token cache.
@@ -54,6 +56,19 @@ class GenerationConfig:
     unconditional_semantic_rate: float = 18.0
     fine_max_batch: int | None = 128
     loop: DecodeLoop = DecodeLoop()
+
+    def window_seconds(self, window: str) -> float:
+        """A window's length in seconds: set, or the paper's (`PAPER_WINDOWS`)."""
+        value = getattr(self, window)
+        if value is None:
+            return PAPER_WINDOWS[window]
+        if value <= 0:
+            raise ValueError(f"GenerationConfig.{window}={value}: give a positive length")
+        return float(value)
+
+
+# The training crops of the paper's stages, the windows they generate in.
+PAPER_WINDOWS = {"semantic_window_s": 30.0, "coarse_window_s": 10.0, "fine_chunk_s": 3.0}
 
 
 @dataclasses.dataclass
@@ -150,7 +165,7 @@ class AudioLM:
         coarse = generate_coarse(
             self.coarse_model, self.vocab, semantic, known, total_frames, self.num_coarse,
             rng=jax.random.fold_in(rng, 2), config=config.coarse,
-            window_frames=self.rates.acoustic_frames(config.coarse_window_s),
+            window_frames=self.rates.acoustic_frames(config.window_seconds("coarse_window_s")),
             num_samples=num_samples, loop=config.loop)
         seconds["coarse"] = time.perf_counter() - start
         prompt_frames = known.shape[1]
@@ -162,7 +177,7 @@ class AudioLM:
             fine_new = generate_fine(
                 self.fine_model, self.vocab, coarse[:, prompt_frames:], self.num_coarse,
                 rng=jax.random.fold_in(rng, 3), config=config.fine,
-                chunk_frames=self.rates.acoustic_frames(config.fine_chunk_s),
+                chunk_frames=self.rates.acoustic_frames(config.window_seconds("fine_chunk_s")),
                 max_batch=config.fine_max_batch, loop=config.loop)
             seconds["fine"] = time.perf_counter() - start
         new = np.concatenate([coarse[:, prompt_frames:], fine_new], axis=2)
@@ -215,7 +230,7 @@ class AudioLM:
             self.semantic_model, self.vocab, semantic_prompts,
             self.rates.semantic_tokens(seconds, rate), rng=jax.random.fold_in(rng, 1),
             config=self.config.semantic, num_samples=num_samples,
-            window=self.rates.semantic_tokens(self.config.semantic_window_s,
+            window=self.rates.semantic_tokens(self.config.window_seconds("semantic_window_s"),
                                               self.rates.semantic_hz),
             loop=self.config.loop)
         timing["semantic"] = time.perf_counter() - start
@@ -255,7 +270,7 @@ class AudioLM:
             self.semantic_model, self.vocab, [np.zeros(0, np.int32)],
             self.rates.semantic_tokens(seconds, rate), rng=jax.random.fold_in(rng, 1),
             config=self.config.semantic, num_samples=num_samples,
-            window=self.rates.semantic_tokens(self.config.semantic_window_s,
+            window=self.rates.semantic_tokens(self.config.window_seconds("semantic_window_s"),
                                               self.rates.semantic_hz),
             loop=self.config.loop)
         timing["semantic"] = time.perf_counter() - start
@@ -356,7 +371,7 @@ def load_audiolm(semantic_run: str | os.PathLike | None, coarse_run: str | os.Pa
     windows = {"semantic": "semantic_window_s", "coarse": "coarse_window_s",
                "fine": "fine_chunk_s"}
     overrides = {windows[name]: float(h["crop_seconds"]) for name, h in hints.items()
-                 if h.get("crop_seconds")}
+                 if h.get("crop_seconds") and getattr(config, windows[name]) is None}
     config = dataclasses.replace(config, **overrides)
     models = [None if run is None else load_stage_model(run, dtype=dtype, what=name)
               for name, run in (("semantic", semantic_run), ("coarse", coarse_run),
