@@ -1,8 +1,9 @@
 #!/bin/bash
 # shellcheck disable=SC2086  # option lists ($CODEC, $STAGE, ...) are split into words on purpose
 # The whole small-world speech pipeline on one machine, stage by stage, time-boxed:
-# codec + w2v-BERT training -> k-means -> codec export -> token caches -> three stage LMs, the
-# acoustic-only baseline and the speaker classifier (in parallel, one time box) -> continuations +
+# codec + w2v-BERT training -> k-means -> codec export -> token caches (the speaker classifier
+# trains from here on) -> three stage LMs and the acoustic-only baseline (in parallel, one time
+# box, which ends the classifier's too) -> continuations +
 # ABX -> the evaluation chain on generated audio (benchmarks/eval_audio.py: AudioLM and
 # acoustic-only continuations of held-out-voice prompts, reconstructions, acoustic generations;
 # then `audiolm-jax eval speaker|wer|pairs|detector|ablation`, JSON under $WORK/results) ->
@@ -33,7 +34,7 @@ if [ $MODE = gpu ]; then
   # Time boxes in seconds; CODEC_T, W2V_T and STAGE_T from the environment shorten them when the
   # device budget is short (the codec and w2v-BERT boxes run side by side).
   CODEC_T=${CODEC_T:-500}; STAGE_T=${STAGE_T:-150}; W2V_T=${W2V_T:-330}; STAGE=""
-  SPK_T=$STAGE_T   # the speaker classifier: the stages' box
+  SPK_T=$((STAGE_T + 600))   # an upper bound: the classifier stops with the stages
   # The k-means layer: lowest across-speaker ABX on held-out books (ABX is reported on held-out
   # voices); runs while the codec still trains.
   FIT="--select-layer-on heldout_books --select-layer-items 3000"; CONT="--seconds 7 --samples 2"
@@ -83,28 +84,43 @@ tokenize() {
     --out outputs/tokens/speech/$1 --shards 4 --dataset small_world_speech --batch-size 16 \
     --buckets-per-octave 1 > $W/logs/tokenize_$1.log 2>&1
 }
+# The speaker classifier hears its crops through the codec: every row it judges comes out of the
+# codec's decoder, and trained on clean audio it read the codec's artefacts (session 11: all 32
+# continuations labelled one voice, 1 of 32 reconstructions right). It first resynthesizes its
+# 2.8 h, which took its whole 135 s box beside the four stages (session 24: an empty log, no
+# checkpoint; alone, 1661 steps in 150 s): on a GPU it starts here, beside the tokenize job, and
+# trains until the stages' box ends.
+train_speaker() {
+  local mem=""; [ $MODE = gpu ] && mem=XLA_PYTHON_CLIENT_MEM_FRACTION=0.1
+  env $mem XLA_FLAGS="$BASE_XLA_FLAGS" timeout -s TERM $SPK_T $CLI train \
+    --gin_file=experiments/speaker_small_world --gin.CORPUS="'$C'" \
+    --gin.train.workdir="'$W/speaker'" \
+    --gin.speaker_crop_batches.resynthesize_codec="'$W/codec_export'" $SPK \
+    > $W/logs/speaker.log 2>&1 &
+  SPK_PID=$!
+}
+[ $MODE = gpu ] && train_speaker
 tokenize train; log "tokenize train rc=$? ($(tail -n1 $W/logs/tokenize_train.log))"
-tokenize heldout_voices & tokenize heldout_books &
-wait; log "tokenize held-out done: $(tail -qn1 $W/logs/tokenize_heldout_*.log | tr '\n' ' ')"
+tokenize heldout_voices & TOK_PIDS=$!; tokenize heldout_books & TOK_PIDS="$TOK_PIDS $!"
+wait $TOK_PIDS; log "tokenize held-out done: $(tail -qn1 $W/logs/tokenize_heldout_*.log | tr '\n' ' ')"
 export XLA_FLAGS=$BASE_XLA_FLAGS
-# The three stages, the acoustic-only baseline and the speaker classifier share the GPU and one
-# time box (memory: 4 x 0.2 + 0.1). On CPU (~9 GB of RAM per acoustic stage) the baseline and
+# The three stages and the acoustic-only baseline share the GPU and one time box with the
+# classifier (memory: 4 x 0.2 + 0.1). On CPU (~9 GB of RAM per acoustic stage) the baseline and
 # the classifier start after the three stages.
 [ $MODE = gpu ] && export XLA_PYTHON_CLIENT_MEM_FRACTION=0.2
+STAGE_PIDS=""
 for st in semantic coarse fine acoustic; do
-  [ $MODE = cpu ] && [ $st = acoustic ] && { wait; log "stages done"; }
+  [ $MODE = cpu ] && [ $st = acoustic ] && { wait $STAGE_PIDS; log "stages done"; }
   timeout -s TERM $STAGE_T $CLI train --gin_file=experiments/stage_${st}_speech_small_world \
     --gin.train.workdir="'$W/stage_$st'" --gin.train.num_train_steps=100000 $STAGE \
     > $W/logs/stage_$st.log 2>&1 &
+  STAGE_PIDS="$STAGE_PIDS $!"
 done
-[ $MODE = gpu ] && export XLA_PYTHON_CLIENT_MEM_FRACTION=0.1
-# The speaker classifier hears its crops through the codec: every row it judges comes out of the
-# codec's decoder, and trained on clean audio it read the codec's artefacts (session 11: all 32
-# continuations labelled one voice, 1 of 32 reconstructions right).
-timeout -s TERM $SPK_T $CLI train --gin_file=experiments/speaker_small_world --gin.CORPUS="'$C'" \
-  --gin.train.workdir="'$W/speaker'" --gin.speaker_crop_batches.resynthesize_codec="'$W/codec_export'" \
-  $SPK > $W/logs/speaker.log 2>&1 &
-wait; log "stages + acoustic-only + speaker classifier done"
+[ $MODE = cpu ] && train_speaker   # on the CPU beside the acoustic stage, in its own box
+wait $STAGE_PIDS; log "stages + acoustic-only done"
+# On a GPU the classifier's box ends with the stages' (timeout forwards the TERM; it saves).
+[ $MODE = gpu ] && kill -TERM $SPK_PID 2> /dev/null
+wait $SPK_PID; log "speaker classifier rc=$? ($(last_step speaker))"
 unset XLA_PYTHON_CLIENT_MEM_FRACTION; export XLA_PYTHON_CLIENT_PREALLOCATE=false
 export XLA_FLAGS=$INFER_XLA_FLAGS
 if [ "${ABX_ITEMS:-}" = 0 ]; then

@@ -184,15 +184,21 @@ def test_crops_resynthesized_by_a_codec_keep_labels_and_lengths(tmp_path, monkey
     assert len(calls) == 1 and plain["audio_length"].min() < plain["audio"].shape[1]
 
 
-def test_resynthesize_clips_keeps_lengths_with_one_batch_shape():
+def test_resynthesize_clips_keeps_lengths_and_order_with_a_shape_per_octave(monkeypatch):
     from model_exports import tiny_codec
 
     from audiolm_jax.codec import api
 
     codec, _ = tiny_codec()
     rng = np.random.default_rng(0)
-    clips = [rng.uniform(-0.5, 0.5, n).astype(np.float32) for n in (700, 1500, 320, 999)]
-    out = api.resynthesize_clips(codec, clips, batch_size=3)
+    clips = [rng.uniform(-0.5, 0.5, n).astype(np.float32) for n in (700, 1600, 320, 999, 390)]
+    shapes = []
+    batch_fn = api.resynthesize_batch
+    monkeypatch.setattr(api, "resynthesize_batch",
+                        lambda m, wavs: shapes.append(wavs.shape) or batch_fn(m, wavs))
+    out = api.resynthesize_clips(codec, clips, batch_size=2)
+    # By length: 1600, 999 | 700, 390 | 320, padded to 1600, 800 (= 1600 / 2) and 400.
+    assert shapes == [(2, 1600), (2, 800), (2, 400)]
     assert [o.shape for o in out] == [c.shape for c in clips]
     for clip, got in zip(clips, out):                # causal: padding changes no earlier sample
         np.testing.assert_allclose(got, api.resynthesize_batch(codec, clip[None])[0][:clip.size],

@@ -142,21 +142,28 @@ def resynthesize_batch(model: SoundStream, wavs, lengths=None, *,
 def resynthesize_clips(model: SoundStream, clips: Sequence[np.ndarray], *,
                        batch_size: int = 16) -> list[np.ndarray]:
     """Mono clips of any lengths (at the model's rate) through the codec, each one whole, ->
-    float32 clips of the same lengths. Every batch has one shape, `batch_size` rows zero-padded
-    to the longest clip, so one program compiles whatever the lengths (the codec is causal:
-    right padding changes no earlier sample; shorter clips cost the padding instead)."""
+    float32 clips of the same lengths, in order. Clips are batched with their neighbours in
+    length, `batch_size` rows zero-padded to a width of the longest clip / 2^k (the smallest
+    that holds the batch): a few programs compile (one per octave of lengths) and a clip is
+    padded to less than twice its length (one width for all cost 2.8x the audio on the small
+    world's speech). The codec is causal: right padding changes no earlier sample."""
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size}; use a positive batch size")
     clips = [_checked_wav(c, 1, "clip") for c in clips]
     if not clips:
         return []
-    width = max(c.shape[0] for c in clips)
-    out: list[np.ndarray] = []
-    for start in range(0, len(clips), batch_size):
-        group = clips[start:start + batch_size]
+    longest = max(c.shape[0] for c in clips)
+    order = sorted(range(len(clips)), key=lambda i: -clips[i].shape[0])
+    out: list[np.ndarray | None] = [None] * len(clips)
+    for start in range(0, len(order), batch_size):
+        group = order[start:start + batch_size]
+        width = longest
+        while width % 2 == 0 and width // 2 >= clips[group[0]].shape[0]:
+            width //= 2
         batch = np.zeros((batch_size, width), np.float32)
-        for row, clip in enumerate(group):
-            batch[row, :clip.shape[0]] = clip
+        for row, i in enumerate(group):
+            batch[row, :clips[i].shape[0]] = clips[i]
         done = resynthesize_batch(model, batch)
-        out.extend(done[row, :clip.shape[0]].copy() for row, clip in enumerate(group))
+        for row, i in enumerate(group):
+            out[i] = done[row, :clips[i].shape[0]].copy()
     return out

@@ -18,6 +18,8 @@ classifier that trained on its prompt's utterance.
 from __future__ import annotations
 
 import dataclasses
+import sys
+import time
 from collections import defaultdict
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -146,5 +148,11 @@ def speaker_crop_batches(root: str = gin.REQUIRED, labels: Sequence[str] = gin.R
         from audiolm_jax.codec.api import resynthesize_clips  # noqa: PLC0415
         from audiolm_jax.codec.frozen import load_codec  # noqa: PLC0415
         codec = load_codec(resynthesize_codec)
+        start = time.perf_counter()
+        # Said on stderr before and after: a chain's log shows where a time box ended.
+        print(f"speaker crops ({role}): {len(reader.examples)} utterances through the codec "
+              f"{resynthesize_codec}", file=sys.stderr, flush=True)
         reader.transform_clips(lambda clips: resynthesize_clips(codec, clips))
+        print(f"speaker crops ({role}): resynthesized in {time.perf_counter() - start:.1f} s",
+              file=sys.stderr, flush=True)
     return LabelledCrops(reader, {e.id: position[e.speaker] for e in sub.examples})
