@@ -48,6 +48,8 @@ def main(argv=None) -> int:
     parser.add_argument("--kv-cache", default="compute", choices=KV_CACHES,
                         help="KV-cache storage (sampling.DecodeLoop.kv_cache)")
     parser.add_argument("--fine-max-batch", type=int, default=128)
+    parser.add_argument("--fine-chunk-seconds", type=float, default=3.0,
+                        help="stage 3's chunks, as generate.py's option of that name")
     parser.add_argument("--device-kind", default="NVIDIA H200",
                         help="matched against HBM_BYTES_PER_SECOND")
     parser.add_argument("--measured", help="a generate.json of the same batch and phases")
@@ -61,6 +63,7 @@ def main(argv=None) -> int:
     lm, about = bench.build(args.tiny, "float32" if args.tiny else "bfloat16", 0)
     lm.config = dataclasses.replace(lm.config, semantic_tokens_per_second=25.0,
                                     fine_max_batch=args.fine_max_batch,
+                                    fine_chunk_s=args.fine_chunk_seconds,
                                     loop=sampling.DecodeLoop(cache_phases=args.cache_phases,
                                                              kv_cache=args.kv_cache))
     prompts = [bench._prompt(args.prompt_seconds, i) for i in range(args.batch)]
@@ -78,6 +81,7 @@ def main(argv=None) -> int:
               "machine": machine_info(), "models": about, "device_kind": args.device_kind,
               "hbm_bytes_per_second": bandwidth, "batch": args.batch,
               "cache_phases": args.cache_phases, "kv_cache": args.kv_cache,
+              "fine_chunk_seconds": args.fine_chunk_seconds,
               "prompt_seconds": args.prompt_seconds,
               "generated_seconds": args.seconds, "measured": args.measured,
               "loops": {stage: [{"rows": c.rows, "width": c.width, "num_tokens": c.num_tokens,
