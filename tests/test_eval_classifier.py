@@ -191,14 +191,14 @@ def test_resynthesize_clips_keeps_lengths_and_order_with_a_shape_per_octave(monk
 
     codec, _ = tiny_codec()
     rng = np.random.default_rng(0)
-    clips = [rng.uniform(-0.5, 0.5, n).astype(np.float32) for n in (700, 1600, 320, 999, 390)]
+    clips = [rng.uniform(-0.5, 0.5, n).astype(np.float32) for n in (700, 1601, 320, 999, 390)]
     shapes = []
     batch_fn = api.resynthesize_batch
     monkeypatch.setattr(api, "resynthesize_batch",
                         lambda m, wavs: shapes.append(wavs.shape) or batch_fn(m, wavs))
     out = api.resynthesize_clips(codec, clips, batch_size=2)
-    # By length: 1600, 999 | 700, 390 | 320, padded to 1600, 800 (= 1600 / 2) and 400.
-    assert shapes == [(2, 1600), (2, 800), (2, 400)]
+    # By length: 1601, 999 | 700, 390 | 320, padded to 1601, 801 (1601 / 2 rounded up), 401.
+    assert shapes == [(2, 1601), (2, 801), (2, 401)]
     assert [o.shape for o in out] == [c.shape for c in clips]
     for clip, got in zip(clips, out):                # causal: padding changes no earlier sample
         np.testing.assert_allclose(got, api.resynthesize_batch(codec, clip[None])[0][:clip.size],

@@ -143,10 +143,10 @@ def resynthesize_clips(model: SoundStream, clips: Sequence[np.ndarray], *,
                        batch_size: int = 16) -> list[np.ndarray]:
     """Mono clips of any lengths (at the model's rate) through the codec, each one whole, ->
     float32 clips of the same lengths, in order. Clips are batched with their neighbours in
-    length, `batch_size` rows zero-padded to a width of the longest clip / 2^k (the smallest
-    that holds the batch): a few programs compile (one per octave of lengths) and a clip is
-    padded to less than twice its length (one width for all cost 2.8x the audio on the small
-    world's speech). The codec is causal: right padding changes no earlier sample."""
+    length, `batch_size` rows zero-padded to the longest clip's length / 2^k rounded up (the
+    smallest that holds the batch): one program compiles per octave of lengths, and a clip is
+    padded to less than twice its length (one width for all padded the small world's speech to
+    2.8x). The codec is causal: right padding changes no earlier sample."""
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size}; use a positive batch size")
     clips = [_checked_wav(c, 1, "clip") for c in clips]
@@ -157,9 +157,9 @@ def resynthesize_clips(model: SoundStream, clips: Sequence[np.ndarray], *,
     out: list[np.ndarray | None] = [None] * len(clips)
     for start in range(0, len(order), batch_size):
         group = order[start:start + batch_size]
-        width = longest
-        while width % 2 == 0 and width // 2 >= clips[group[0]].shape[0]:
-            width //= 2
+        width = longest                                   # halved (rounding up) while it holds
+        while (half := -(-width // 2)) < width and half >= clips[group[0]].shape[0]:
+            width = half
         batch = np.zeros((batch_size, width), np.float32)
         for row, i in enumerate(group):
             batch[row, :clips[i].shape[0]] = clips[i]
