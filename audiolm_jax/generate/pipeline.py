@@ -57,14 +57,16 @@ class GenerationConfig:
     fine_max_batch: int | None = 128
     loop: DecodeLoop = DecodeLoop()
 
+    def __post_init__(self):
+        for window in PAPER_WINDOWS:
+            value = getattr(self, window)
+            if value is not None and value <= 0:
+                raise ValueError(f"GenerationConfig.{window}={value}: give a positive length")
+
     def window_seconds(self, window: str) -> float:
         """A window's length in seconds: set, or the paper's (`PAPER_WINDOWS`)."""
         value = getattr(self, window)
-        if value is None:
-            return PAPER_WINDOWS[window]
-        if value <= 0:
-            raise ValueError(f"GenerationConfig.{window}={value}: give a positive length")
-        return float(value)
+        return PAPER_WINDOWS[window] if value is None else float(value)
 
 
 # The training crops of the paper's stages, the windows they generate in.
