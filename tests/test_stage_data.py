@@ -247,10 +247,11 @@ def test_tiny_transformer_learns_a_tiny_cache_through_the_trainer(tmp_path):
     ("stage_acoustic_piano_small_world", "acoustic", 1500),
 ])
 def test_small_world_experiments_feed_their_stage(tmp_path, experiment, stage, length):
-    q, n = (3, 2 ** 14) if "piano" in experiment else (12, 1024)
+    # The small worlds' tokenizers: piano K=512, Q=3, N=2^14; speech K=1024 (as the paper), 12 x 1024.
+    k, q, n = (512, 3, 2 ** 14) if "piano" in experiment else (1024, 12, 1024)
     rng = np.random.default_rng(0)
-    cache = write_cache(tmp_path, [rule_utterance(f"u{i}", 800, rng, k=512, q=q, n=n)
-                                   for i in range(2)], num_shards=1, k=512, q=q, n=n)
+    cache = write_cache(tmp_path, [rule_utterance(f"u{i}", 800, rng, k=k, q=q, n=n)
+                                   for i in range(2)], num_shards=1, k=k, q=q, n=n)
     try:
         config.parse_gin([f"experiments/{experiment}"], [f"CACHE = '{cache}'",
                                                          f"EVAL_CACHE = '{cache}'"])
