@@ -15,6 +15,7 @@ from flax import nnx
 from audiolm_jax.lm.attention import (SPLIT_BIAS_PATHS, ActivationConstraint, LayerCache,
                                       SelfAttention, SplitBias)
 from audiolm_jax.lm.config import TransformerConfig
+from audiolm_jax.lm.mixed_precision import dropout, einsum_f32_out
 from audiolm_jax.lm.params import logical_param
 from audiolm_jax.lm.relative_bias import RelativePositionBias
 from audiolm_jax.lm.sharding_hook import no_constraint
@@ -23,14 +24,6 @@ KVCache = tuple[LayerCache, ...]  # one entry per layer
 
 _PADDED_VOCAB_LOGIT = -1e9
 _ACTIVATION = ("batch", "length", "embed")
-
-
-def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
-    """Inverted dropout; identity when `key` is None (evaluation) or `rate` is 0."""
-    if key is None or rate == 0.0:
-        return x
-    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x)).astype(x.dtype)
 
 
 def _split(key: jax.Array | None, num: int) -> list:
@@ -133,8 +126,7 @@ class Transformer(nnx.Module):
         weight = weight[...].astype(x.dtype)
         if window is not None:
             weight = jax.lax.dynamic_slice_in_dim(weight, start, width, axis=vocab_axis)
-        logits = jnp.einsum("bld,vd->blv" if tied else "bld,dv->blv", x, weight,
-                            preferred_element_type=jnp.float32)
+        logits = einsum_f32_out("bld,vd->blv" if tied else "bld,dv->blv", x, weight)
         if tied:
             logits = logits * self.config.d_model ** -0.5
         if self.config.padded_vocab_size != self.config.vocab_size:
