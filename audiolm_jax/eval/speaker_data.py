@@ -18,6 +18,7 @@ classifier that trained on its prompt's utterance.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
 from collections import defaultdict
@@ -145,14 +146,31 @@ def speaker_crop_batches(root: str = gin.REQUIRED, labels: Sequence[str] = gin.R
                              num_shards=shard_count, index=sub,
                              cache_audio=cache_audio or bool(resynthesize_codec))
     if resynthesize_codec:
-        from audiolm_jax.codec.api import resynthesize_clips  # noqa: PLC0415
-        from audiolm_jax.codec.frozen import load_codec  # noqa: PLC0415
-        codec = load_codec(resynthesize_codec)
-        start = time.perf_counter()
-        # Said on stderr before and after: a chain's log shows where a time box ended.
-        print(f"speaker crops ({role}): {len(reader.examples)} utterances through the codec "
-              f"{resynthesize_codec}", file=sys.stderr, flush=True)
-        reader.transform_clips(lambda clips: resynthesize_clips(codec, clips))
-        print(f"speaker crops ({role}): resynthesized in {time.perf_counter() - start:.1f} s",
-              file=sys.stderr, flush=True)
+        _resynthesize(reader, resynthesize_codec, role)
     return LabelledCrops(reader, {e.id: position[e.speaker] for e in sub.examples})
+
+
+# Resynthesized clips of this process, by codec (path and modification time) and clip paths: the
+# trainer rebuilds its eval data at every eval, and resynthesizing the 245 eval utterances again
+# each time cost a GPU chain's classifier 15-53 s per eval (session 25). The reader's cache holds
+# the same arrays, so the train role's clips are not stored twice.
+_RESYNTHESIZED: dict[tuple, list[np.ndarray]] = {}
+
+
+def _resynthesize(reader: AudioCropReader, codec_path: str, role: str) -> None:
+    key = (os.path.abspath(codec_path), os.stat(codec_path).st_mtime_ns,
+           tuple(e.path for e in reader.examples))
+    if key in _RESYNTHESIZED:
+        reader.transform_clips(lambda clips: _RESYNTHESIZED[key])
+        return
+    from audiolm_jax.codec.api import resynthesize_clips  # noqa: PLC0415
+    from audiolm_jax.codec.frozen import load_codec  # noqa: PLC0415
+    codec = load_codec(codec_path)
+    start = time.perf_counter()
+    # Said on stderr before and after: a chain's log shows where a time box ended.
+    print(f"speaker crops ({role}): {len(reader.examples)} utterances through the codec "
+          f"{codec_path}", file=sys.stderr, flush=True)
+    reader.transform_clips(
+        lambda clips: _RESYNTHESIZED.setdefault(key, list(resynthesize_clips(codec, clips))))
+    print(f"speaker crops ({role}): resynthesized in {time.perf_counter() - start:.1f} s",
+          file=sys.stderr, flush=True)
