@@ -58,6 +58,8 @@ EXTRAS = {
         "pytest-timeout>=2.3",
         "pytest-xdist==3.8.0",
         "hypothesis>=6.100",
+        # The reference k-means of tests/test_semantic_kmeans.py (librosa installs it too).
+        "scikit-learn==1.9.1",
     ],
 }
 EXTRAS["all"] = sorted({r for reqs in EXTRAS.values() for r in reqs})

@@ -10,9 +10,9 @@ and more). Three things keep that tractable:
   inertia are reduced across devices by the compiler. Rows are grouped so that every chunk
   takes `chunk_size / devices` rows from each device: with `n % chunk_size == 0` and
   `chunk_size % devices == 0` no row ever moves between devices.
-- k-means++ seeding needs one pass over the data per centre but only O(n) extra memory (the
-  distances to one new centre); to seed from a subsample instead, fit on it and pass its
-  centroids as `init`.
+- Greedy k-means++ seeding needs one pass over the data per centre but only O(n L) extra memory
+  (the distances to L = 2 + ln k candidates); to seed from a subsample instead, fit on it and
+  pass its centroids as `init`.
 
 Mini-batch mode (`batch_size`, Sculley 2010) walks the chunks in a fresh random order each epoch
 and moves each centre towards the mean of its batch points with a per-centre rate 1 / (points seen).
@@ -98,31 +98,46 @@ def _full_stats(x3, w3, centroids):
     return jax.lax.fori_loop(0, x3.shape[1], body, init)
 
 
+def local_trials(k: int) -> int:
+    """Candidates per greedy k-means++ step: 2 + floor(ln k), as Arthur & Vassilvitskii suggest
+    and scikit-learn does (8 for K = 1024)."""
+    return 2 + int(np.log(k))
+
+
 def _kmeans_plus_plus(x3, w3, k: int, key: jax.Array) -> jnp.ndarray:
-    """k-means++ seeding (Arthur & Vassilvitskii 2007): each new centre drawn with probability
-    proportional to the squared distance to the nearest centre so far (Gumbel-max sampling)."""
+    """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007): each step draws `local_trials(k)`
+    candidates with probability proportional to the squared distance to the nearest centre so
+    far (Gumbel top-L: without replacement) and keeps the one that lowers the total squared
+    distance most. Plain k-means++ (one draw per step) left a toy set's inertia 12-55% above
+    scikit-learn's in 5 of 6 seeds (tests/test_semantic_kmeans.py)."""
     x3 = x3.astype(jnp.float32)
     sq_norm = jnp.sum(x3 * x3, -1)  # [chunk, n_chunks]
-    log_w = jnp.where(w3 > 0, 0.0, -jnp.inf)
+    trials = min(local_trials(k), int(np.prod(w3.shape)))
 
-    def pick(score, i):
+    def draw(score, i, num):
+        """`num` rows [num, d] drawn by Gumbel top-num over `score` (log-weights)."""
         noisy = score + draws.gumbel(jax.random.fold_in(key, i), score.shape)
-        flat = jnp.argmax(noisy.reshape(-1))
-        onehot = (jnp.arange(noisy.size) == flat).reshape(noisy.shape).astype(jnp.float32)
+        _, flat = jax.lax.top_k(noisy.reshape(-1), num)
+        onehot = (jnp.arange(noisy.size)[:, None] == flat[None]).reshape(*noisy.shape, num)
         # A masked sum rather than an index: the row may live on any device.
-        return jnp.einsum("ajd,aj->d", x3, onehot, precision=_HIGHEST)
+        return jnp.einsum("ajd,ajl->ld", x3, onehot.astype(jnp.float32), precision=_HIGHEST)
+
+    def distances(c):  # [l, d] -> [chunk, n_chunks, l]
+        cross = jnp.einsum("ajd,ld->ajl", x3, c, precision=_HIGHEST)
+        return jnp.maximum(sq_norm[..., None] - 2.0 * cross + jnp.sum(c * c, -1), 0.0)
 
     def body(i, carry):
         centroids, best = carry
         score = jnp.where(w3 > 0, jnp.log(jnp.maximum(best, 0.0)), -jnp.inf)
-        c = pick(score, i)
-        d2 = sq_norm - 2.0 * jnp.einsum("ajd,d->aj", x3, c, precision=_HIGHEST) + c @ c
-        return centroids.at[i].set(c), jnp.minimum(best, jnp.maximum(d2, 0.0))
+        candidates = draw(score, i, trials)
+        closest = jnp.minimum(best[..., None], distances(candidates))
+        potential = jnp.einsum("ajl,aj->l", closest, w3, precision=_HIGHEST)
+        pick = jnp.argmin(potential)
+        return centroids.at[i].set(candidates[pick]), closest[..., pick]
 
-    first = pick(log_w, 0)
-    d2 = sq_norm - 2.0 * jnp.einsum("ajd,d->aj", x3, first, precision=_HIGHEST) + first @ first
-    centroids = jnp.zeros((k, x3.shape[-1]), jnp.float32).at[0].set(first)
-    centroids, _ = jax.lax.fori_loop(1, k, body, (centroids, jnp.maximum(d2, 0.0)))
+    first = draw(jnp.where(w3 > 0, 0.0, -jnp.inf), 0, 1)  # uniform over the real rows
+    centroids = jnp.zeros((k, x3.shape[-1]), jnp.float32).at[0].set(first[0])
+    centroids, _ = jax.lax.fori_loop(1, k, body, (centroids, distances(first)[..., 0]))
     return centroids
 
 
