@@ -13,7 +13,7 @@ from audiolm_jax.codec.losses import (
     hinge_generator_loss,
     multi_scale_spectral_loss,
 )
-from audiolm_jax.codec.spectral import mel_filterbank, stft
+from audiolm_jax.codec.spectral import frame_signal, mel_filterbank, stft
 
 
 def test_hinge_losses_on_known_logits():
@@ -71,6 +71,27 @@ def test_stft_matches_librosa_and_mel_filters_match_htk():
     np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-3)
     reference = librosa.filters.mel(sr=16000, n_fft=512, n_mels=64, htk=True, norm=None).T
     np.testing.assert_allclose(mel_filterbank(512, 64, 16000), reference, atol=1e-5)
+
+
+@pytest.mark.parametrize("samples,window,hop", [
+    (1, 64, 16), (100, 64, 16), (1000, 256, 64), (999, 2048, 512), (500, 60, 16), (7, 8, 3)])
+def test_frames_and_their_gradient_match_numpy_indexing(samples, window, hop):
+    """Both framing paths (hop-sized blocks when the hop divides the window, else a gather)
+    give numpy's centred frames, and their transpose is numpy's scatter-add of the frames."""
+    rng = np.random.default_rng(samples)
+    wav = rng.standard_normal((2, samples)).astype(np.float32)
+    padded = np.pad(wav, ((0, 0), (window // 2, window // 2)))
+    count = 1 + (padded.shape[1] - window) // hop
+    index = np.arange(count)[:, None] * hop + np.arange(window)[None, :]
+    frames, vjp = jax.vjp(lambda w: frame_signal(w, window, hop), jnp.asarray(wav))
+    np.testing.assert_array_equal(np.asarray(frames), padded[:, index])
+    cotangent = rng.standard_normal(frames.shape).astype(np.float32)
+    expected = np.zeros_like(padded)
+    for row in range(2):
+        np.add.at(expected[row], index, cotangent[row])
+    np.testing.assert_allclose(np.asarray(vjp(jnp.asarray(cotangent))[0]),
+                               expected[:, window // 2: window // 2 + samples], rtol=1e-5,
+                               atol=1e-5)
 
 
 @pytest.mark.parametrize("samples", [1, 2, 3, 5, 8, 321])
