@@ -16,7 +16,9 @@ import json
 import os
 
 # Kernel-name patterns -> category, first match wins (cuDNN/cuBLAS/XLA kernel names).
-CATEGORIES = (("attention (cuDNN fmha)", ("fmha", "flash", "cudnn")),
+CATEGORIES = (("convolution (cuDNN)", ("conv", "implicit_gemm", "dgrad", "wgrad")),
+              ("fft (cuFFT)", ("fft",)),
+              ("attention (cuDNN fmha)", ("fmha", "flash", "cudnn")),
               ("matmul (cuBLAS/cutlass)", ("gemm", "cutlass", "cublas", "sm90_xmma", "nvjet")),
               ("random bits", ("threefry", "rng", "philox", "random")),
               ("reduction", ("reduce",)),

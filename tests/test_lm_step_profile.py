@@ -61,13 +61,17 @@ def test_kernel_summary_sums_device_kernels_by_category(tmp_path):
         {"ph": "X", "pid": 1, "name": "cudnn_fmha_fwd", "dur": 3000},
         {"ph": "X", "pid": 1, "name": "sm90_xmma_gemm_bf16", "dur": 6000},
         {"ph": "X", "pid": 1, "name": "loop_add_fusion", "dur": 1500},
+        {"ph": "X", "pid": 1, "name": "sm90_xmma_wgrad_implicit_gemm_bf16", "dur": 900},
+        {"ph": "X", "pid": 1, "name": "regular_fft_factor_16", "dur": 375},
         {"ph": "X", "pid": 2, "name": "host gemm", "dur": 99000},   # host events are ignored
     ]
     (tmp_path / "plugins").mkdir()
     with gzip.open(tmp_path / "plugins" / "x.trace.json.gz", "wt") as f:
         json.dump({"traceEvents": events}, f)
     summary = kernel_trace.kernel_summary(str(tmp_path), steps=3)
-    assert summary["device_ms_per_step"] == 3.5 and summary["kernels_per_step"] == 1.0
+    assert summary["device_ms_per_step"] == 3.925 and summary["kernels_per_step"] == 5 / 3
     assert summary["ms_per_step_by_category"] == {"matmul (cuBLAS/cutlass)": 2.0,
                                                  "attention (cuDNN fmha)": 1.0,
-                                                 "fusion (elementwise)": 0.5}
+                                                 "fusion (elementwise)": 0.5,
+                                                 "convolution (cuDNN)": 0.3,
+                                                 "fft (cuFFT)": 0.125}
