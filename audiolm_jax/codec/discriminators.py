@@ -27,6 +27,7 @@ import numpy as np
 import jax.numpy as jnp
 from flax import nnx
 
+from audiolm_jax.codec.conv_forms import apply_conv, chosen_form
 from audiolm_jax.codec.layers import conv_inits
 from audiolm_jax.codec.spectral import stft
 
@@ -43,6 +44,9 @@ class CodecDiscriminatorConfig:
     stft_channels: int = 32
     stft_channel_multipliers: tuple[int, ...] = (2, 4, 4, 8, 8, 16)
     negative_slope: float = 0.2
+    # How the waveform discriminators' convolutions are computed (codec.conv_forms.POLICIES):
+    # "auto" takes MelGAN's 4-channel groups and the 1-channel stem off cuDNN's generic kernel.
+    conv_policy: str = "xla"
 
 
 class DiscriminatorOutput(NamedTuple):
@@ -60,8 +64,10 @@ class WaveDiscriminator(nnx.Module):
     """`[batch, samples] -> DiscriminatorOutput` at one resolution."""
 
     def __init__(self, channels: int, max_channels: int, downsample_layers: int,
-                 negative_slope: float, *, rngs: nnx.Rngs):
+                 negative_slope: float, *, conv_policy: str = "xla", rngs: nnx.Rngs):
+        chosen_form(conv_policy, 1, 1, 1)    # refuse a bad policy at construction
         self.negative_slope = negative_slope
+        self.conv_policy = conv_policy
         layers = [_conv(1, channels, 15, rngs=rngs)]
         width = channels
         for _ in range(downsample_layers):
@@ -79,9 +85,10 @@ class WaveDiscriminator(nnx.Module):
     def __call__(self, wav: jax.Array) -> DiscriminatorOutput:
         x, features = wav[..., None], []
         for layer in self.layers:
-            x = nnx.leaky_relu(layer(x), self.negative_slope)
+            x = nnx.leaky_relu(apply_conv(layer, x, self.conv_policy), self.negative_slope)
             features.append(x)
-        return DiscriminatorOutput(self.to_logits(x)[..., 0], tuple(features))
+        return DiscriminatorOutput(apply_conv(self.to_logits, x, self.conv_policy)[..., 0],
+                                   tuple(features))
 
 
 def _valid_counts(samples: int, window: int = 4, stride: int = 2) -> np.ndarray:
@@ -106,7 +113,8 @@ class MultiScaleWaveDiscriminator(nnx.Module):
     def __init__(self, config: CodecDiscriminatorConfig, *, rngs: nnx.Rngs):
         self.discriminators = nnx.List([
             WaveDiscriminator(config.wave_channels, config.wave_max_channels,
-                              config.wave_downsample_layers, config.negative_slope, rngs=rngs)
+                              config.wave_downsample_layers, config.negative_slope,
+                              conv_policy=config.conv_policy, rngs=rngs)
             for _ in range(config.wave_scales)])
 
     def __call__(self, wav: jax.Array) -> list[DiscriminatorOutput]:

@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from audiolm_jax.codec.conv_forms import apply_conv, chosen_form
+
 
 def partitioned(initializer, names: tuple[str | None, ...]):
     """`initializer` annotated with logical axis names (lazily applied, see module doc)."""
@@ -37,22 +39,26 @@ class CausalConv1d(nnx.Module):
     """Conv1d whose output frame `t` sees only input samples `< (t + 1) * stride`.
 
     Causality comes from left padding by `(kernel - 1) * dilation + 1 - stride`, which also makes
-    `out_len = in_len // stride` for `in_len` a multiple of `stride`.
+    `out_len = in_len // stride` for `in_len` a multiple of `stride`. `conv_policy` picks the
+    form the convolution is computed in (`codec.conv_forms`; the parameters are the same).
     `[batch, time, in_channels] -> [batch, time // stride, out_channels]`.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1,
-                 dilation: int = 1, dtype=None, rngs: nnx.Rngs):
+                 dilation: int = 1, dtype=None, conv_policy: str = "xla", rngs: nnx.Rngs):
         self.left_pad = (kernel_size - 1) * dilation + 1 - stride
         if self.left_pad < 0:
             raise ValueError(f"kernel_size*dilation ({kernel_size}*{dilation}) must be >= stride "
                              f"({stride}) for a causal conv; use kernel_size >= stride")
+        chosen_form(conv_policy, in_channels, out_channels, stride)    # refuse a bad policy now
+        self.conv_policy = conv_policy
         self.conv = nnx.Conv(in_channels, out_channels, kernel_size, strides=stride,
                              kernel_dilation=dilation, padding="VALID", dtype=dtype,
                              rngs=rngs, **conv_inits(3, out_channels))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return self.conv(jnp.pad(x, ((0, 0), (self.left_pad, 0), (0, 0))))
+        return apply_conv(self.conv, jnp.pad(x, ((0, 0), (self.left_pad, 0), (0, 0))),
+                          self.conv_policy)
 
 
 class CausalConvTranspose1d(nnx.Module):

@@ -26,10 +26,10 @@ class ResidualUnit(nnx.Module):
     """`[batch, time, channels] -> [batch, time, channels]`, causal."""
 
     def __init__(self, channels: int, dilation: int, kernel_size: int = 7, *, dtype=None,
-                 rngs: nnx.Rngs):
-        self.dilated = CausalConv1d(channels, channels, kernel_size, dilation=dilation,
-                                    dtype=dtype, rngs=rngs)
-        self.pointwise = CausalConv1d(channels, channels, 1, dtype=dtype, rngs=rngs)
+                 conv_policy: str = "xla", rngs: nnx.Rngs):
+        conv = dict(dtype=dtype, conv_policy=conv_policy, rngs=rngs)
+        self.dilated = CausalConv1d(channels, channels, kernel_size, dilation=dilation, **conv)
+        self.pointwise = CausalConv1d(channels, channels, 1, **conv)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return x + self.pointwise(nnx.elu(self.dilated(nnx.elu(x))))
@@ -39,11 +39,12 @@ class EncoderBlock(nnx.Module):
     """Residual units, then downsampling by `stride`: `[b, t, in] -> [b, t // stride, out]`."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int,
-                 dilations: Sequence[int], kernel_size: int, *, dtype=None, rngs: nnx.Rngs):
-        self.units = nnx.List([ResidualUnit(in_channels, d, kernel_size, dtype=dtype, rngs=rngs)
+                 dilations: Sequence[int], kernel_size: int, *, dtype=None,
+                 conv_policy: str = "xla", rngs: nnx.Rngs):
+        conv = dict(dtype=dtype, conv_policy=conv_policy, rngs=rngs)
+        self.units = nnx.List([ResidualUnit(in_channels, d, kernel_size, **conv)
                                for d in dilations])
-        self.down = CausalConv1d(in_channels, out_channels, 2 * stride, stride=stride,
-                                 dtype=dtype, rngs=rngs)
+        self.down = CausalConv1d(in_channels, out_channels, 2 * stride, stride=stride, **conv)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         for unit in self.units:
@@ -55,9 +56,11 @@ class DecoderBlock(nnx.Module):
     """Upsampling by `stride`, then residual units: `[b, t, in] -> [b, t * stride, out]`."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int,
-                 dilations: Sequence[int], kernel_size: int, *, dtype=None, rngs: nnx.Rngs):
+                 dilations: Sequence[int], kernel_size: int, *, dtype=None,
+                 conv_policy: str = "xla", rngs: nnx.Rngs):
         self.up = CausalConvTranspose1d(in_channels, out_channels, stride, dtype=dtype, rngs=rngs)
-        self.units = nnx.List([ResidualUnit(out_channels, d, kernel_size, dtype=dtype, rngs=rngs)
+        self.units = nnx.List([ResidualUnit(out_channels, d, kernel_size, dtype=dtype,
+                                            conv_policy=conv_policy, rngs=rngs)
                                for d in dilations])
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -72,14 +75,14 @@ class SEANetEncoder(nnx.Module):
 
     def __init__(self, channels: int, embedding_dim: int, strides: Sequence[int],
                  dilations: Sequence[int] = (1, 3, 9), kernel_size: int = 7, *, dtype=None,
-                 rngs: nnx.Rngs):
-        self.stem = CausalConv1d(1, channels, kernel_size, dtype=dtype, rngs=rngs)
+                 conv_policy: str = "xla", rngs: nnx.Rngs):
+        conv = dict(dtype=dtype, conv_policy=conv_policy, rngs=rngs)
+        self.stem = CausalConv1d(1, channels, kernel_size, **conv)
         widths = [channels * 2 ** i for i in range(len(strides) + 1)]
         self.blocks = nnx.List([
-            EncoderBlock(widths[i], widths[i + 1], s, dilations, kernel_size, dtype=dtype,
-                         rngs=rngs)
+            EncoderBlock(widths[i], widths[i + 1], s, dilations, kernel_size, **conv)
             for i, s in enumerate(strides)])
-        self.head = CausalConv1d(widths[-1], embedding_dim, 3, dtype=dtype, rngs=rngs)
+        self.head = CausalConv1d(widths[-1], embedding_dim, 3, **conv)
 
     def __call__(self, wav: jax.Array) -> jax.Array:
         x = self.stem(wav[..., None])
@@ -93,14 +96,14 @@ class SEANetDecoder(nnx.Module):
 
     def __init__(self, channels: int, embedding_dim: int, strides: Sequence[int],
                  dilations: Sequence[int] = (1, 3, 9), kernel_size: int = 7, *, dtype=None,
-                 rngs: nnx.Rngs):
+                 conv_policy: str = "xla", rngs: nnx.Rngs):
         widths = [channels * 2 ** i for i in range(len(strides), -1, -1)]
-        self.stem = CausalConv1d(embedding_dim, widths[0], kernel_size, dtype=dtype, rngs=rngs)
+        conv = dict(dtype=dtype, conv_policy=conv_policy, rngs=rngs)
+        self.stem = CausalConv1d(embedding_dim, widths[0], kernel_size, **conv)
         self.blocks = nnx.List([
-            DecoderBlock(widths[i], widths[i + 1], s, dilations, kernel_size, dtype=dtype,
-                         rngs=rngs)
+            DecoderBlock(widths[i], widths[i + 1], s, dilations, kernel_size, **conv)
             for i, s in enumerate(reversed(tuple(strides)))])
-        self.head = CausalConv1d(widths[-1], 1, kernel_size, dtype=dtype, rngs=rngs)
+        self.head = CausalConv1d(widths[-1], 1, kernel_size, **conv)
 
     def __call__(self, embeddings: jax.Array) -> jax.Array:
         x = self.stem(embeddings)

@@ -37,6 +37,8 @@ class SoundStreamConfig:
     dead_code_threshold: float = 2.0
     quantizer_dropout: bool = True
     compute_dtype: str = "float32"   # conv compute; "bfloat16" on accelerators. Params stay f32.
+    # How the convolutions are computed (codec.conv_forms.POLICIES); the parameters are the same.
+    conv_policy: str = "xla"
 
     @property
     def hop_length(self) -> int:
@@ -64,7 +66,8 @@ class SoundStream(nnx.Module):
         self.config = config = config or SoundStreamConfig()
         dtype = jnp.dtype(config.compute_dtype)
         self.encoder = SEANetEncoder(config.channels, config.embedding_dim, config.strides,
-                                     config.dilations, config.kernel_size, dtype=dtype, rngs=rngs)
+                                     config.dilations, config.kernel_size, dtype=dtype,
+                                     conv_policy=config.conv_policy, rngs=rngs)
         self.quantizer = ResidualVectorQuantizer(
             config.embedding_dim, config.num_quantizers, config.codebook_size,
             decay=config.ema_decay, commitment_weight=config.commitment_weight,
@@ -72,7 +75,8 @@ class SoundStream(nnx.Module):
             dead_code_threshold=config.dead_code_threshold,
             quantizer_dropout=config.quantizer_dropout, rngs=rngs)
         self.decoder = SEANetDecoder(config.channels, config.embedding_dim, config.strides,
-                                     config.dilations, config.kernel_size, dtype=dtype, rngs=rngs)
+                                     config.dilations, config.kernel_size, dtype=dtype,
+                                     conv_policy=config.conv_policy, rngs=rngs)
 
     @property
     def hop_length(self) -> int:
