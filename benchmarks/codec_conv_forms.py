@@ -3,8 +3,9 @@
 
 The convolutions are read from the jaxpr of the generator and discriminator forward passes at the
 experiment's batch and crop (so the list is the model's, not a copy of it): every
-`conv_general_dilated` with 1-D channels-last operands and no input dilation (transposed
-convolutions and the STFT discriminator's 2-D ones are counted, not timed). Each distinct layer
+`conv_general_dilated`; those with 1-D channels-last operands and no input dilation are timed in
+each form, the others (the decoder's transposed convolutions, the STFT discriminator's 2-D ones)
+as they are. Each distinct layer
 is timed forward and backward (gradients for input and kernel, as training takes them) in the
 compute dtype, median of `--repeats` calls, for each form that applies; the JSON gives per layer
 the ms of each form and the best, and the step's total for "xla everywhere" against "best form
@@ -57,7 +58,7 @@ def codec_convolutions(gin_file: str, bindings: list[str], batch: int, seconds: 
     graph, state = nnx.split(model)
     jaxpr = jax.make_jaxpr(lambda s, w: forward(nnx.merge(graph, s), w))(
         state, jax.ShapeDtypeStruct((batch, samples), jnp.float32))
-    timed, skipped = collections.Counter(), collections.Counter()
+    timed, skipped, others = collections.Counter(), collections.Counter(), collections.Counter()
 
     def walk(jx):
         for eqn in jx.eqns:
@@ -67,19 +68,24 @@ def codec_convolutions(gin_file: str, bindings: list[str], batch: int, seconds: 
                 continue
             p = eqn.params
             lhs, rhs = (v.aval for v in eqn.invars[:2])
-            if lhs.ndim != 3:
-                skipped["2-D"] += 1
-            elif any(d != 1 for d in p["lhs_dilation"]):
-                skipped["transposed (input dilation)"] += 1
-            elif tuple(p["dimension_numbers"].lhs_spec) != (0, 2, 1):
-                skipped["not channels-last"] += 1
+            kind = ("2-D" if lhs.ndim != 3 else
+                    "transposed (input dilation)" if any(d != 1 for d in p["lhs_dilation"]) else
+                    "not channels-last" if tuple(p["dimension_numbers"].lhs_spec) != (0, 2, 1)
+                    else None)
+            if kind:
+                skipped[kind] += 1
+                others[(kind, tuple(lhs.shape), tuple(rhs.shape), str(lhs.dtype),
+                        tuple(p["window_strides"]), tuple(map(tuple, p["padding"])),
+                        tuple(p["lhs_dilation"]), tuple(p["rhs_dilation"]),
+                        p["dimension_numbers"], p["feature_group_count"])] += 1
             else:
                 timed[(tuple(lhs.shape), tuple(rhs.shape), str(lhs.dtype), p["window_strides"][0],
                        p["rhs_dilation"][0], tuple(p["padding"][0]),
                        p["feature_group_count"])] += 1
 
     walk(jaxpr.jaxpr)
-    return sorted(timed.items(), key=lambda kv: -np.prod(kv[0][0])), skipped
+    return (sorted(timed.items(), key=lambda kv: -np.prod(kv[0][0])), skipped,
+            sorted(others.items(), key=lambda kv: -np.prod(kv[0][1])))
 
 
 def applicable(form: str, stride: int, groups: int) -> bool:
@@ -109,6 +115,29 @@ def time_form(key, form: str, repeats: int) -> float:
     return 1e3 * float(np.median(times))
 
 
+def time_primitive(key, repeats: int) -> float:
+    """Median ms of forward + backward of a convolution no form applies to (2-D, transposed),
+    with the parameters the model's jaxpr gave it."""
+    _, x_shape, w_shape, dtype, strides, padding, lhs_dil, rhs_dil, numbers, groups = key
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal(x_shape), dtype)
+    w = jnp.asarray(rng.standard_normal(w_shape) * 0.05, dtype)
+
+    def conv(x, w):
+        return jax.lax.conv_general_dilated(x, w, strides, padding, lhs_dil, rhs_dil, numbers,
+                                            feature_group_count=groups)
+
+    step = jax.jit(jax.grad(lambda x, w: jnp.sum(conv(x, w).astype(jnp.float32) ** 2),
+                            argnums=(0, 1)))
+    jax.block_until_ready(step(x, w))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(step(x, w))
+        times.append(time.perf_counter() - start)
+    return 1e3 * float(np.median(times))
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--gin", default="experiments/codec_speech_small_world")
@@ -125,7 +154,8 @@ def main(argv=None) -> dict:
 
     from audiolm_jax.eval.run_info import command_line, machine_info, utc_now, write_json  # noqa
 
-    layers, skipped = codec_convolutions(args.gin, args.gin_binding, args.batch, args.seconds)
+    layers, skipped, others = codec_convolutions(args.gin, args.gin_binding, args.batch,
+                                                 args.seconds)
     rows, totals = [], collections.Counter()
     for key, count in layers:
         x_shape, w_shape, dtype, stride, dilation, padding, groups = key
@@ -139,16 +169,25 @@ def main(argv=None) -> dict:
         print(f"x {x_shape} w {w_shape} stride {stride} dil {dilation} groups {groups} "
               f"x{count}: " + ", ".join(f"{f} {v:.3f} ms" for f, v in ms.items())
               + f" -> {best}", flush=True)
+    xla_only = []
+    for key, count in others:
+        ms = time_primitive(key, args.repeats)
+        xla_only.append({"kind": key[0], "x": list(key[1]), "w": list(key[2]), "dtype": key[3],
+                         "strides": list(key[4]), "lhs_dilation": list(key[6]),
+                         "groups": key[9], "count": count, "ms": {"xla": ms}})
+        totals["xla"] += count * ms
+        totals["best"] += count * ms
+        print(f"{key[0]}: x {key[1]} w {key[2]} x{count}: xla {ms:.3f} ms", flush=True)
     result = {"benchmark": "codec_conv_forms", "gin": args.gin, "bindings": args.gin_binding,
               "batch": args.batch, "crop_seconds": args.seconds, "backend": jax.default_backend(),
               "device": jax.devices()[0].device_kind, "repeats": args.repeats, "layers": rows,
-              "not_timed": dict(skipped),
+              "xla_only_layers": xla_only, "xla_only_counts": dict(skipped),
               "ms_forward_backward_all_layers": {"xla": totals["xla"], "best_per_layer":
                                                  totals["best"]},
               "date": utc_now(), "command": command_line(), "machine": machine_info()}
     write_json(args.out, result)
     print(f"all timed layers, forward + backward: xla {totals['xla']:.1f} ms, best form per "
-          f"layer {totals['best']:.1f} ms; not timed: {dict(skipped)}; wrote {args.out}")
+          f"layer {totals['best']:.1f} ms (xla only: {dict(skipped)}); wrote {args.out}")
     return result
 
 
