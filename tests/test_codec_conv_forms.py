@@ -122,3 +122,13 @@ def test_auto_policy_models_compute_what_xla_models_compute():
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
     with pytest.raises(ValueError, match="conv policy 'fast'"):
         SoundStream(dataclasses.replace(codec, conv_policy="fast"), rngs=nnx.Rngs(0))
+
+
+def test_auto_policy_moves_only_the_layers_without_tensor_core_shapes():
+    from audiolm_jax.codec.conv_forms import chosen_form
+    assert chosen_form("auto", 1, 32, 1) == "im2col"            # generator / wave stems
+    assert chosen_form("auto", 4, 16, 4) == "im2col"            # MelGAN's 4-channel groups
+    assert chosen_form("auto", 32, 1, 1) == "project_shift"     # generator head
+    assert chosen_form("auto", 32, 32, 1) == "xla"              # residual units
+    assert chosen_form("auto", 32, 1, 2) == "xla"               # strided: no project_shift
+    assert all(chosen_form("xla", *shape) == "xla" for shape in [(1, 32, 1), (4, 16, 4)])

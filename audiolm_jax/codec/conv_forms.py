@@ -110,13 +110,17 @@ def block_diagonal(w: jax.Array, groups: int, m: int) -> jax.Array:
 POLICIES = ("xla", "auto")
 
 
+def check_policy(policy: str) -> str:
+    if policy not in POLICIES:
+        raise ValueError(f"conv policy {policy!r}: use one of {POLICIES}")
+    return policy
+
+
 def chosen_form(policy: str, in_per_group: int, out_channels: int, stride: int) -> str:
     """The form a layer runs in under `policy`: "xla" keeps every convolution as it is; "auto"
     moves the layers cuDNN cannot give tensor cores (fewer than 8 input channels per group, or
     fewer than 8 outputs) to im2col or project_shift."""
-    if policy not in POLICIES:
-        raise ValueError(f"conv policy {policy!r}: use one of {POLICIES}")
-    if policy == "xla":
+    if check_policy(policy) == "xla":
         return "xla"
     if in_per_group < 8:
         return "im2col"

@@ -27,7 +27,7 @@ import numpy as np
 import jax.numpy as jnp
 from flax import nnx
 
-from audiolm_jax.codec.conv_forms import apply_conv, chosen_form
+from audiolm_jax.codec.conv_forms import apply_conv, check_policy
 from audiolm_jax.codec.layers import conv_inits
 from audiolm_jax.codec.spectral import stft
 
@@ -65,9 +65,8 @@ class WaveDiscriminator(nnx.Module):
 
     def __init__(self, channels: int, max_channels: int, downsample_layers: int,
                  negative_slope: float, *, conv_policy: str = "xla", rngs: nnx.Rngs):
-        chosen_form(conv_policy, 1, 1, 1)    # refuse a bad policy at construction
         self.negative_slope = negative_slope
-        self.conv_policy = conv_policy
+        self.conv_policy = check_policy(conv_policy)
         layers = [_conv(1, channels, 15, rngs=rngs)]
         width = channels
         for _ in range(downsample_layers):

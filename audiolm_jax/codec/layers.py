@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from audiolm_jax.codec.conv_forms import apply_conv, chosen_form
+from audiolm_jax.codec.conv_forms import apply_conv, check_policy
 
 
 def partitioned(initializer, names: tuple[str | None, ...]):
@@ -50,8 +50,7 @@ class CausalConv1d(nnx.Module):
         if self.left_pad < 0:
             raise ValueError(f"kernel_size*dilation ({kernel_size}*{dilation}) must be >= stride "
                              f"({stride}) for a causal conv; use kernel_size >= stride")
-        chosen_form(conv_policy, in_channels, out_channels, stride)    # refuse a bad policy now
-        self.conv_policy = conv_policy
+        self.conv_policy = check_policy(conv_policy)
         self.conv = nnx.Conv(in_channels, out_channels, kernel_size, strides=stride,
                              kernel_dilation=dilation, padding="VALID", dtype=dtype,
                              rngs=rngs, **conv_inits(3, out_channels))
