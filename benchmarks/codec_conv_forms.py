@@ -93,40 +93,12 @@ def applicable(form: str, stride: int, groups: int) -> bool:
         form == "supergroup" and groups % 2)
 
 
-def time_form(key, form: str, repeats: int) -> float:
-    """Median ms of one forward + backward (input and kernel gradients) of the layer."""
-    x_shape, w_shape, dtype, stride, dilation, padding, groups = key
+def _median_ms(conv, x_shape, w_shape, dtype, repeats: int) -> float:
+    """Median ms of one forward + backward (input and kernel gradients) of `conv(x, w)` on
+    random operands, compiled first."""
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal(x_shape), dtype)
     w = jnp.asarray(rng.standard_normal(w_shape) * 0.05, dtype)
-    kwargs = dict(stride=stride, dilation=dilation, padding=padding, groups=groups, form=form)
-
-    @jax.jit
-    def step(x, w):
-        return jax.grad(lambda x, w: jnp.sum(conv1d(x, w, **kwargs).astype(jnp.float32) ** 2),
-                        argnums=(0, 1))(x, w)
-
-    jax.block_until_ready(step(x, w))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(step(x, w))
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
-
-
-def time_primitive(key, repeats: int) -> float:
-    """Median ms of forward + backward of a convolution no form applies to (2-D, transposed),
-    with the parameters the model's jaxpr gave it."""
-    _, x_shape, w_shape, dtype, strides, padding, lhs_dil, rhs_dil, numbers, groups = key
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.standard_normal(x_shape), dtype)
-    w = jnp.asarray(rng.standard_normal(w_shape) * 0.05, dtype)
-
-    def conv(x, w):
-        return jax.lax.conv_general_dilated(x, w, strides, padding, lhs_dil, rhs_dil, numbers,
-                                            feature_group_count=groups)
-
     step = jax.jit(jax.grad(lambda x, w: jnp.sum(conv(x, w).astype(jnp.float32) ** 2),
                             argnums=(0, 1)))
     jax.block_until_ready(step(x, w))
@@ -136,6 +108,23 @@ def time_primitive(key, repeats: int) -> float:
         jax.block_until_ready(step(x, w))
         times.append(time.perf_counter() - start)
     return 1e3 * float(np.median(times))
+
+
+def time_form(key, form: str, repeats: int) -> float:
+    """A 1-D layer (a key of `codec_convolutions`) in `form`."""
+    x_shape, w_shape, dtype, stride, dilation, padding, groups = key
+    return _median_ms(lambda x, w: conv1d(x, w, stride=stride, dilation=dilation,
+                                          padding=padding, groups=groups, form=form),
+                      x_shape, w_shape, dtype, repeats)
+
+
+def time_primitive(key, repeats: int) -> float:
+    """A convolution no form applies to (2-D, transposed), with the parameters the model's
+    jaxpr gave it."""
+    _, x_shape, w_shape, dtype, strides, padding, lhs_dil, rhs_dil, numbers, groups = key
+    return _median_ms(lambda x, w: jax.lax.conv_general_dilated(
+        x, w, strides, padding, lhs_dil, rhs_dil, numbers, feature_group_count=groups),
+        x_shape, w_shape, dtype, repeats)
 
 
 def main(argv=None) -> dict:
