@@ -86,7 +86,7 @@ def test_bad_shapes_and_forms_are_refused():
 
 
 def test_auto_policy_models_compute_what_xla_models_compute():
-    """A tiny SoundStream and its discriminators with `conv_policy="auto"` (1-channel stems and
+    """A tiny SoundStream and its discriminators under the "auto" policies (1-channel stems and
     heads, 4-channel groups moved off cuDNN's generic kernel) have the same parameters as with
     "xla" and give the same reconstruction, logits, features and parameter gradients."""
     import dataclasses
@@ -113,13 +113,14 @@ def test_auto_policy_models_compute_what_xla_models_compute():
         return g(wav).reconstructed, d(wav), grads
 
     rec_xla, out_xla, grads_xla = run("xla")
-    rec_auto, out_auto, grads_auto = run("auto")
-    np.testing.assert_allclose(rec_auto, rec_xla, rtol=1e-4, atol=1e-5)
-    for a, b in zip(jax.tree.leaves(out_auto), jax.tree.leaves(out_xla), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-    for a, b in zip(jax.tree.leaves(nnx.state(grads_auto)), jax.tree.leaves(nnx.state(grads_xla)),
-                    strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+    for policy in ("auto", "auto_supergroup"):
+        rec, out, grads = run(policy)
+        np.testing.assert_allclose(rec, rec_xla, rtol=1e-4, atol=1e-5)
+        for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(out_xla), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+        for a, b in zip(jax.tree.leaves(nnx.state(grads)), jax.tree.leaves(nnx.state(grads_xla)),
+                        strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
     with pytest.raises(ValueError, match="conv policy 'fast'"):
         SoundStream(dataclasses.replace(codec, conv_policy="fast"), rngs=nnx.Rngs(0))
 
@@ -132,3 +133,6 @@ def test_auto_policy_moves_only_the_layers_without_tensor_core_shapes():
     assert chosen_form("auto", 32, 32, 1) == "xla"              # residual units
     assert chosen_form("auto", 32, 1, 2) == "xla"               # strided: no project_shift
     assert all(chosen_form("xla", *shape) == "xla" for shape in [(1, 32, 1), (4, 16, 4)])
+    assert chosen_form("auto_supergroup", 4, 16, 4, groups=4) == "supergroup"
+    assert chosen_form("auto_supergroup", 4, 16, 4, groups=1) == "im2col"   # nothing to merge
+    assert chosen_form("auto_supergroup", 1, 32, 1) == "im2col"

@@ -107,7 +107,7 @@ def block_diagonal(w: jax.Array, groups: int, m: int) -> jax.Array:
     return dense.reshape(taps, m * in_g, out_ch)
 
 
-POLICIES = ("xla", "auto")
+POLICIES = ("xla", "auto", "auto_supergroup")
 
 
 def check_policy(policy: str) -> str:
@@ -116,13 +116,17 @@ def check_policy(policy: str) -> str:
     return policy
 
 
-def chosen_form(policy: str, in_per_group: int, out_channels: int, stride: int) -> str:
+def chosen_form(policy: str, in_per_group: int, out_channels: int, stride: int,
+                groups: int = 1) -> str:
     """The form a layer runs in under `policy`: "xla" keeps every convolution as it is; "auto"
     moves the layers cuDNN cannot give tensor cores (fewer than 8 input channels per group, or
-    fewer than 8 outputs) to im2col or project_shift."""
+    fewer than 8 outputs) to im2col or project_shift; "auto_supergroup" is "auto" but keeps
+    grouped layers convolutions, two groups merged (so 4-channel groups become 8)."""
     if check_policy(policy) == "xla":
         return "xla"
     if in_per_group < 8:
+        if policy == "auto_supergroup" and groups % 2 == 0 and 2 * in_per_group >= 8:
+            return "supergroup"
         return "im2col"
     if out_channels < 8 and stride == 1:
         return "project_shift"
@@ -136,7 +140,7 @@ def apply_conv(conv, x: jax.Array, policy: str) -> jax.Array:
     taps, in_g, out_ch = kernel.shape
     (stride,) = np.atleast_1d(conv.strides)
     (dilation,) = np.atleast_1d(conv.kernel_dilation or 1)
-    form = chosen_form(policy, in_g, out_ch, int(stride))
+    form = chosen_form(policy, in_g, out_ch, int(stride), conv.feature_group_count)
     if form == "xla":
         return conv(x)
     if conv.padding == "VALID":
