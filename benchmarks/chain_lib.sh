@@ -28,6 +28,17 @@ log() { echo "[$(date +%T) +$(( $(date +%s) - T0 ))s] $*" | tee -a $W/logs/pipel
 
 last_step() { grep -oE 'step [0-9]+' $W/logs/$1.log | tail -n1; }  # a trainer's last step
 
+# start_codec CODEC_GIN: the codec trainer in the background ($CODEC_PID), time-boxed by $CODEC_T;
+# the discriminators join at step $GAN_START (default 1500).
+start_codec() {
+  timeout -s TERM $CODEC_T $CLI train --gin_file=$1 --gin.CORPUS="'$C'" \
+    --gin.train.workdir="'$W/codec'" --gin.train.eval_data=None --gin.train.eval_every=0 \
+    --gin.train.num_train_steps=100000 \
+    --gin.CodecObjective.discriminator_start_step=${GAN_START:-1500} \
+    $CODEC > $W/logs/codec.log 2>&1 &
+  CODEC_PID=$!
+}
+
 # train_tokenizers CODEC_GIN W2V_GIN: the codec trains in the background while w2v-BERT trains
 # and k-means is fitted on its MLM layer; then the codec generator is exported (bf16). Both
 # trainers are time-boxed: SIGTERM makes them save at the next step boundary
@@ -36,18 +47,14 @@ train_tokenizers() {
   if [ "${RESUME:-0}" = 1 ] && [ -d $W/codec_export ] && [ -d $W/tokenizer ]; then
     log "resume: keeping $W/codec_export and $W/tokenizer"; return 0
   fi
-  timeout -s TERM $CODEC_T $CLI train --gin_file=$1 --gin.CORPUS="'$C'" \
-    --gin.train.workdir="'$W/codec'" --gin.train.eval_data=None --gin.train.eval_every=0 \
-    --gin.train.num_train_steps=100000 --gin.CodecObjective.discriminator_start_step=1500 \
-    $CODEC > $W/logs/codec.log 2>&1 &
-  local codec_pid=$!
+  start_codec $1
   timeout -s TERM $W2V_T $CLI train --gin_file=$2 --gin.audio_crop_batches.root="'$C'" \
     --gin.train.workdir="'$W/w2v'" $W2V > $W/logs/w2v.log 2>&1
   log "w2v rc=$? ($(last_step w2v))"
   $CLI semantic fit-kmeans --checkpoint $W/w2v --corpus $C --out $W/tokenizer --gin_file=$2 \
     $FIT > $W/logs/kmeans.log 2>&1
   log "kmeans rc=$? ($(grep -m1 '^saved' $W/logs/kmeans.log))"
-  wait $codec_pid; log "codec rc=$? ($(last_step codec))"
+  wait $CODEC_PID; log "codec rc=$? ($(last_step codec))"
   $CLI export --checkpoint $W/codec/checkpoints --out $W/codec_export --prefix generator \
     --exclude embed_sum cluster_size --float-dtype bfloat16 > $W/logs/export.log 2>&1
   log "export rc=$?"

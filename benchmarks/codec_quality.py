@@ -294,6 +294,24 @@ def measure_quality(model: SoundStream, utterances: Sequence[tuple[str, np.ndarr
     return result
 
 
+def write_reconstructions(model: SoundStream, utterances: Sequence[tuple[str, np.ndarray]],
+                          codec_kbps: Sequence[float], directory: str, batch_size: int = 8,
+                          bucket_seconds: float = 5.0) -> dict[str, Any]:
+    """Writes {directory}/codec_{R}kbps/{id}.wav for each rate; returns {condition: files}."""
+    levels = {kbps: quantizers_for(model, kbps) for kbps in codec_kbps}
+    start = time.perf_counter()
+    decoded = codec_reconstructions(model, [np.asarray(w, np.float32) for _, w in utterances],
+                                    sorted(set(levels.values())), batch_size, bucket_seconds)
+    written: dict[str, Any] = {}
+    for kbps, q in levels.items():
+        name = codec_condition(kbps)
+        for (uid, _), audio in zip(utterances, decoded[q]):
+            save_audio(os.path.join(directory, name, f"{uid}.wav"), audio, SAMPLE_RATE)
+        written[name] = len(utterances)
+    print(f"wrote {written} under {directory} ({time.perf_counter() - start:.1f} s)")
+    return written
+
+
 def compare(conditions: dict[str, dict], per_utterance: dict[str, dict[str, list]],
             seed: int) -> dict[str, Any]:
     """Codec vs each Opus mode at the same nominal rate, for the rates in COMPARE_KBPS."""
@@ -399,6 +417,10 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str], list
     parser.add_argument("--examples-dir", default="outputs/codec_quality_examples",
                         help="where example WAVs go ('' for none)")
     parser.add_argument("--num-examples", type=int, default=3)
+    parser.add_argument("--reconstructions-dir", default=None,
+                        help="only write the codec's reconstructions, DIR/codec_{R}kbps/<id>.wav, "
+                             "and score nothing (a machine without the scorers; score them "
+                             "elsewhere with score_reconstructions.py)")
     parser.add_argument("--out", default="results/codec_quality.json")
     args = parser.parse_args(rest)
     if not gin_files:
@@ -421,6 +443,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if len(loaded) < args.num_utterances:
         print(f"note: {len(loaded)} of the {args.num_utterances} utterances asked for are used "
               f"({len(available)} in {args.split}, {len(skipped)} unreadable)", file=sys.stderr)
+    if args.reconstructions_dir:
+        return write_reconstructions(model, [(e.id, w) for e, w in loaded], args.codec_kbps,
+                                     args.reconstructions_dir, args.batch_size,
+                                     args.bucket_seconds)
     result = measure_quality(
         model, [(e.id, w) for e, w in loaded], codec_kbps=args.codec_kbps,
         opus_kbps=args.opus_kbps, opus_modes=args.opus_modes, metrics=args.metrics,

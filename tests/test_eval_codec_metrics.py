@@ -137,6 +137,31 @@ def test_quality_benchmark_end_to_end(tmp_path):
     assert result["visqol"] == saved["visqol"]
 
 
+def test_reconstructions_only_writes_each_rate_as_the_codec_decodes_it(tmp_path):
+    """--reconstructions-dir: a GPU machine without the scorers writes what
+    score_reconstructions.py later matches to the corpus (no Opus, no metrics needed)."""
+    import score_reconstructions as sr
+    corpus = synthetic_corpus(tmp_path / "corpus")
+    out_dir = tmp_path / "recon"
+    written = codec_quality.main([
+        "--corpus", str(corpus), "--random-init", *TINY_GIN, "--codec-kbps", "1.5", "6",
+        "--reconstructions-dir", str(out_dir), "--out", str(tmp_path / "unused.json")])
+    assert written == {"codec_1.5kbps": 2, "codec_6kbps": 2}
+    assert not (tmp_path / "unused.json").exists()
+    model, _ = codec_quality.build_codec(["models/codec_tiny"], [b[len("--gin."):] for b in TINY_GIN[2:]],
+                                         checkpoint=None,
+                                         step=None, seed=0)
+    pairs = sr.matched_pairs(str(corpus), str(out_dir / "codec_6kbps"))
+    assert [uid for uid, _, _ in pairs] == ["voice0-book-0000", "voice1-book-0000"]
+    for uid, ref, deg in pairs:
+        expect = codec_quality.codec_reconstructions(model, [ref], [12])[12][0]
+        assert deg.shape == ref.shape
+        # 16-bit WAV: rounding, and clipping of the untrained codec's loud samples
+        np.testing.assert_allclose(deg, np.clip(expect, -1, 1), atol=2e-4)
+    low = sr.matched_pairs(str(corpus), str(out_dir / "codec_1.5kbps"))
+    assert not np.allclose(low[0][2], pairs[0][2], atol=1e-3)   # 3 levels, not 12
+
+
 def test_speed_benchmark_end_to_end_keeps_one_run_per_backend(tmp_path):
     out = tmp_path / "codec_speed.json"
     result = codec_speed.main(["--random-init", *TINY_GIN, "--seconds", "0.5",
