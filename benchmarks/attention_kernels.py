@@ -19,6 +19,9 @@ design would cost, piece by piece, on the device at hand:
                    bias-gradient output; the table's gradient from the 128-offset band
   band_grad_b64, band_grad_b32  the same with the band in blocks of 64 or 32 queries (192 or 160
                    keys per query instead of 256; smaller matrix products)
+  pallas_bias      `audiolm_jax.lm.pallas_bias_attention`: Pallas (Triton) flash kernels that
+                   make each tile's bias from the table and its indices (no [T, T] square); the
+                   table's gradient from the band as band_grad's (tile sizes: --block-q/-k)
 
 Rows with a bias also give the forward output's largest error against an f32 reference
 (einsum, full bias, f32 softmax), relative to the reference's largest magnitude, and the same
@@ -50,16 +53,17 @@ from flax import nnx  # noqa: E402
 
 from audiolm_jax.lm import attention  # noqa: E402
 from audiolm_jax.lm.band_grad_attention import band_grad_attention  # noqa: E402
+from audiolm_jax.lm.pallas_bias_attention import BLOCKS, pallas_bias_attention  # noqa: E402
 from audiolm_jax.lm.relative_bias import RelativePositionBias  # noqa: E402
 from audiolm_jax.lm.split_attention import band_attention, split_bias_attention  # noqa: E402
 from train_stage import STAGES  # noqa: E402
 
 VARIANTS = ("cudnn_bias", "cudnn_no_bias", "cudnn_no_bias_d72", "xla_band", "split", "band_grad",
-            "band_grad_b64", "band_grad_b32")
-BIASED = ("cudnn_bias", "split", "band_grad", "band_grad_b64", "band_grad_b32")
+            "band_grad_b64", "band_grad_b32", "pallas_bias")
+BIASED = ("cudnn_bias", "split", "band_grad", "band_grad_b64", "band_grad_b32", "pallas_bias")
 
 
-def make_step(variant, length, heads, width=128):
+def make_step(variant, length, heads, width=128, blocks=BLOCKS):
     """jit(value_and_grad) of sum(attention * cotangent) in q, k, v and the bias table."""
     graphdef, state = nnx.split(RelativePositionBias(heads, rngs=nnx.Rngs(0)))
 
@@ -71,6 +75,8 @@ def make_step(variant, length, heads, width=128):
         elif variant.startswith("band_grad"):
             block = int(variant.split("_b")[-1]) if "_b" in variant else None
             out = band_grad_attention(q, k, v, *bias.split(), block=block)
+        elif variant == "pallas_bias":
+            out = pallas_bias_attention(q, k, v, *bias.split(), blocks=blocks)
         elif variant == "cudnn_no_bias":
             out = attention.unbiased_flash_attention(q, k, v, scale)
         elif variant == "cudnn_no_bias_d72":
@@ -113,13 +119,13 @@ def reference_errors(step, q, k, v, table, cotangent) -> dict:
             "d_table_relative_error_vs_f32": error(dt, ref_dt)}
 
 
-def time_variant(variant, batch, length, heads, dim, dtype, steps) -> dict:
+def time_variant(variant, batch, length, heads, dim, dtype, steps, blocks=BLOCKS) -> dict:
     rng = np.random.default_rng(0)
     q, k, v = (jnp.asarray(rng.standard_normal((batch, length, heads, dim)), dtype)
                for _ in range(3))
     cotangent = jnp.asarray(rng.standard_normal((batch, length, heads, dim)), jnp.float32)
     table = jnp.asarray(rng.standard_normal((heads, 32)) * 0.1, jnp.float32)
-    step = make_step(variant, length, heads)
+    step = make_step(variant, length, heads, blocks=blocks)
     t0 = time.perf_counter()
     (_, out), _ = jax.block_until_ready(step(q, k, v, table, cotangent))
     compile_s = time.perf_counter() - t0
@@ -132,6 +138,8 @@ def time_variant(variant, batch, length, heads, dim, dtype, steps) -> dict:
     causal_flops = 3.5 * 2 * batch * heads * length**2 * dim  # (fwd + 2.5 fwd), half of 4BHT^2D
     row = {"variant": variant, "ms": 1e3 * seconds, "first_call_s": compile_s,
            "tflops_causal_count": causal_flops / seconds / 1e12}
+    if variant == "pallas_bias":
+        row["blocks"] = blocks._asdict()
     if variant in BIASED:
         row.update(reference_errors(step, q, k, v, table, cotangent))
     return row
@@ -145,6 +153,12 @@ def main() -> int:
     p.add_argument("--head-dim", type=int, default=64)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=VARIANTS)
+    p.add_argument("--block-q", type=int, default=BLOCKS.q,
+                   help="pallas_bias: queries per forward tile (and --block-k keys)")
+    p.add_argument("--block-k", type=int, default=BLOCKS.k)
+    p.add_argument("--backward-block-q", type=int, default=BLOCKS.backward_q,
+                   help="pallas_bias: the backward kernels' tiles")
+    p.add_argument("--backward-block-k", type=int, default=BLOCKS.backward_k)
     p.add_argument("--tiny", action="store_true", help="batch 1, 2 heads, length 300 (CPU smoke)")
     p.add_argument("--out", default=os.path.join(ROOT, "results", "attention_kernels.json"))
     args = p.parse_args()
@@ -156,9 +170,12 @@ def main() -> int:
            "date": datetime.date.today().isoformat(), "device": jax.devices()[0].device_kind,
            "jax": jax.__version__, "shape": {"batch": batch, "length": length, "heads": heads,
                                              "head_dim": args.head_dim}, "variants": []}
+    blocks = BLOCKS._replace(q=args.block_q, k=args.block_k, backward_q=args.backward_block_q,
+                             backward_k=args.backward_block_k)
     for variant in args.variants:
         try:
-            row = time_variant(variant, batch, length, heads, args.head_dim, dtype, args.steps)
+            row = time_variant(variant, batch, length, heads, args.head_dim, dtype, args.steps,
+                               blocks)
         except Exception as e:  # noqa: BLE001 - a refused kernel is a result too
             row = {"variant": variant, "error": f"{type(e).__name__}: {e}"[:400]}
         out["variants"].append(row)
