@@ -14,11 +14,10 @@
 MODE=${MODE:-gpu}; W=${WORK:-/tmp/cp}; C=${CORPUS:-outputs/demo/world/speech}
 # shellcheck source-path=SCRIPTDIR source=chain_lib.sh
 . "$(dirname "$0")/chain_lib.sh"
-EXTRA=${CODEC:-}
-chain_begin; chain_options; CODEC="$CODEC $EXTRA"
+chain_begin; chain_options
 if [ $MODE = gpu ]; then CODEC_T=${CODEC_T:-420}; N="--num-utterances 40"
 else CODEC_T=${CODEC_T:-600}; N="--num-utterances 2"; fi
-log "start MODE=$MODE CODEC_T=$CODEC_T GAN_START=${GAN_START:-1500} CODEC=$EXTRA"
+log "start MODE=$MODE CODEC_T=$CODEC_T GAN_START=${GAN_START:-1500} CODEC=$CODEC"
 start_codec experiments/codec_speech_small_world
 wait $CODEC_PID; log "codec rc=$? ($(last_step codec))"
 python3 benchmarks/codec_quality.py --corpus $C --split heldout_voices \

@@ -179,3 +179,17 @@ def test_benchmark_shell_scripts_pass_shellcheck():
     assert len(scripts) >= 2
     result = subprocess.run(["shellcheck", *scripts], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+def test_chain_options_keep_the_callers_trainer_options(tmp_path):
+    """CODEC / W2V from the environment reach the trainers in both modes (how a device call
+    passes e.g. the codec's conv_policy to a chain)."""
+    script = (f". {ROOT}/benchmarks/chain_lib.sh; W={tmp_path}; chain_options; "
+              'echo "$CODEC|$W2V"')
+    env = dict(os.environ, CODEC="--gin.X.a=1", W2V="--gin.Y.b=2")
+    for mode in ("gpu", "cpu"):
+        out = subprocess.run(["bash", "-c", script], env=dict(env, MODE=mode), check=True,
+                             capture_output=True, text=True).stdout.strip()
+        codec, w2v = out.split("|")
+        assert codec.split()[-1] == "--gin.X.a=1" and w2v.split()[-1] == "--gin.Y.b=2"
+        assert ("--gin.train.num_train_steps=2" in codec) == (mode == "cpu")
