@@ -110,10 +110,13 @@ def model_loss_and_grads(attention, tokens, constrain=None):
     return jax.jit(jax.value_and_grad(loss))(params)
 
 
-def test_band_grad_model_matches_reference_model_and_gradients():
+@pytest.mark.parametrize("path", ["band_grad", "pallas_bias"])
+def test_table_gradient_paths_match_reference_model_and_gradients(path):
+    """The Transformer on each path whose T5 table gradient comes from the band (band_grad,
+    pallas_bias: the Pallas interpreter here) equals the full-bias reference."""
     tokens = jnp.asarray(np.random.default_rng(6).integers(0, 195, (2, 41)), jnp.int32)  # odd
     (got_loss, got), (want_loss, want) = (model_loss_and_grads(a, tokens)
-                                          for a in ("band_grad", "reference"))
+                                          for a in (path, "reference"))
     np.testing.assert_allclose(got_loss, want_loss, rtol=1e-5)
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         np.testing.assert_allclose(g, w, atol=1e-5 * (1 + float(jnp.max(jnp.abs(w)))))

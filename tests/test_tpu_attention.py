@@ -42,20 +42,12 @@ def test_gradients_equal_xla_attention():
         np.testing.assert_allclose(got, want, atol=1e-3 * float(jnp.max(jnp.abs(want))))
 
 
-def test_under_a_mesh_runs_in_shard_map_and_equals_xla():
+def test_under_a_mesh_runs_in_shard_map_and_equals_xla(shard_map_calls):
     mesh = jax.make_mesh((2, 2), ("data", "tensor"), axis_types=(AxisType.Auto,) * 2)
     q, k, v = operands(batch=4, length=130, seed=3)
-    calls = []
-    real = jax.shard_map
-
-    def spy(*args, **kwargs):
-        calls.append(kwargs["in_specs"][0])
-        return real(*args, **kwargs)
-
-    with pytest.MonkeyPatch.context() as patch, jax.set_mesh(mesh):
-        patch.setattr(jax, "shard_map", spy)
+    with jax.set_mesh(mesh):
         got = jax.jit(lambda q, k, v: splash_causal_attention(q, k, v, 0.25, interpret=True))(q, k, v)
-    assert calls == [jax.sharding.PartitionSpec(("data",), None, ("tensor",), None)]
+    assert shard_map_calls == [jax.sharding.PartitionSpec(("data",), None, ("tensor",), None)]
     np.testing.assert_allclose(got, xla(q, k, v, 0.25), atol=2e-5, rtol=2e-5)
 
 
