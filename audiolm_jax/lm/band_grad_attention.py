@@ -40,6 +40,13 @@ from audiolm_jax.lm.relative_bias import band_far_square
 from audiolm_jax.lm.split_attention import band_blocks, band_logits, band_windows
 
 
+def check_band_block(caller: str, block: int | None, width: int) -> None:
+    """`band_bias_gradient`'s query blocks must divide the band: refused up front, not when the
+    backward pass is traced."""
+    if block is not None and (block < 1 or width % block):
+        raise ValueError(f"{caller}: block={block} must divide the band width {width}")
+
+
 def band_bias_gradient(query: jax.Array, key: jax.Array, value: jax.Array, out: jax.Array,
                        lse: jax.Array, d_out: jax.Array, band: jax.Array, scale: float,
                        block: int | None = None) -> jax.Array:
@@ -166,8 +173,7 @@ def band_grad_attention(query: jax.Array, key: jax.Array, value: jax.Array, band
     the band, see the module docstring; `block`: `band_bias_gradient`'s query blocks).
     Returns [batch, length, heads, head_dim]."""
     length, width = query.shape[1], band.shape[1]
-    if block is not None and (block < 1 or width % block):
-        raise ValueError(f"band_grad_attention: block={block} must divide the band width {width}")
+    check_band_block("band_grad_attention", block, width)
     # cuDNN refuses odd lengths with a bias: one padded position at the end, which no real
     # query sees (causal) and whose output is dropped (so its gradient is zero).
     pad = ((0, 0), (0, length % 2), (0, 0), (0, 0))

@@ -22,8 +22,7 @@ Lengths are padded to a multiple of the blocks (the paper's stages are 750, 2251
 padded keys come after every real query, so the causal mask hides them, and the padded
 queries' outputs are dropped. Elsewhere than on GPUs the same kernels run in the Pallas
 interpreter (slow; the CPU tests' tiny shapes). Under a device mesh the kernels run inside
-`shard_map`, batch and heads split as `tpu_attention` splits them (GSPMD cannot partition a
-Pallas call).
+`shard_map` (`lm/kernel_sharding.py`; GSPMD cannot partition a Pallas call).
 
 Shapes as in `attention`: query/key/value [batch, length, heads, head_dim]; band [heads,
 width]; far [heads].
@@ -39,10 +38,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.experimental import pallas as pl
-from jax.sharding import PartitionSpec
 
-from audiolm_jax.lm.band_grad_attention import band_bias_gradient
-from audiolm_jax.lm.tpu_attention import BATCH_AXES, HEAD_AXES, _mesh_axes, target_platform
+from audiolm_jax.lm.band_grad_attention import band_bias_gradient, check_band_block
+from audiolm_jax.lm.kernel_sharding import per_shard
+from audiolm_jax.lm.tpu_attention import target_platform
 
 _LOG2E = math.log2(math.e)
 # Added to masked logits (base-2, f32): zeroes their softmax weight; finite, so no inf - inf.
@@ -258,20 +257,6 @@ def _backward_local(query, key, value, table, d_out, lse, delta, *, g: _Geometry
     return d_query, d_key, d_value
 
 
-def _sharded(local, batch: int, heads: int, in_kinds: str, out_kinds: str):
-    """`local` inside `shard_map` under a device mesh of several devices (else as is); kinds:
-    'x' a [b, L, h, d] operand, 't' the table [h, W], 'r' a [b, h, L] row."""
-    mesh = jax.sharding.get_abstract_mesh()
-    if mesh.empty or mesh.size <= 1:
-        return local
-    b, h = _mesh_axes(mesh, BATCH_AXES, batch), _mesh_axes(mesh, HEAD_AXES, heads)
-    spec = {"x": PartitionSpec(b, None, h, None), "t": PartitionSpec(h, None),
-            "r": PartitionSpec(b, h, None)}
-    specs = lambda kinds: tuple(spec[kind] for kind in kinds)  # noqa: E731
-    return jax.shard_map(local, mesh=mesh, in_specs=specs(in_kinds), out_specs=specs(out_kinds),
-                         check_vma=False)
-
-
 def _table(band, far):
     """[heads, W] f32 in base 2: the band, then far[h] (W a power of two above width)."""
     heads, width = band.shape
@@ -282,7 +267,7 @@ def _table(band, far):
 
 def _forward(query, key, value, band, far, g: _Geometry):
     batch, _, heads, _ = query.shape
-    forward = _sharded(partial(_forward_local, g=g), batch, heads, "xxxt", "xr")
+    forward = per_shard(partial(_forward_local, g=g), batch, heads, "xxxt", "xr")
     return forward(query, key, value, _table(band, far))
 
 
@@ -300,7 +285,7 @@ def _attention_backward(g, block, residuals, d_out):
     query, key, value, out, lse, band, far = residuals
     batch, _, heads, _ = query.shape
     delta = jnp.einsum("blhd,blhd->bhl", d_out.astype(jnp.float32), out.astype(jnp.float32))
-    backward = _sharded(partial(_backward_local, g=g), batch, heads, "xxxtxrr", "xxx")
+    backward = per_shard(partial(_backward_local, g=g), batch, heads, "xxxtxrr", "xxx")
     d_query, d_key, d_value = backward(query, key, value, _table(band, far), d_out, lse, delta)
     d_band = band_bias_gradient(query, key, value, out, lse, d_out, band, g.scale, block)
     d_far = -jnp.sum(d_band, axis=1)
@@ -314,8 +299,7 @@ def _prepare(query, key, value, band, block, blocks: Blocks, interpret: bool | N
     """Pads length and head_dim to the kernels' needs; returns the padded operands and the
     geometry."""
     length, dim, width = query.shape[1], query.shape[3], band.shape[1]
-    if block is not None and (block < 1 or width % block):
-        raise ValueError(f"pallas_bias_attention: block={block} must divide the band width {width}")
+    check_band_block("pallas_bias_attention", block, width)
     sizes = (blocks.q, blocks.k, blocks.backward_q, blocks.backward_k)
     if any(s < 16 or s & (s - 1) for s in sizes):
         raise ValueError(f"pallas_bias_attention: tile sizes {sizes} must be powers of two >= 16")

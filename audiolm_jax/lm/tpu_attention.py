@@ -8,8 +8,8 @@ no learned bias, which is what `split_attention` provides for: the T5 bias goes 
 XLA and this kernel does the rest.
 
 The kernel works on one example at a time ([heads, length, head_dim]); under a device mesh (the
-abstract mesh the training program traces under) it runs inside `shard_map`, the batch split
-over the batch axes and the heads over "tensor", as GSPMD cannot partition a Pallas call.
+abstract mesh the training program traces under) it runs inside `shard_map`
+(`lm/kernel_sharding.py`), as GSPMD cannot partition a Pallas call.
 """
 from __future__ import annotations
 
@@ -17,11 +17,10 @@ import functools
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import PartitionSpec
+
+from audiolm_jax.lm.kernel_sharding import per_shard
 
 BLOCK = 128          # splash's default tiles: lengths are padded to a multiple
-BATCH_AXES = ("data", "fsdp")
-HEAD_AXES = ("tensor",)
 
 
 def _kernel(heads: int, length: int, interpret: bool):
@@ -43,16 +42,6 @@ def _local(query, key, value, *, interpret):
     return jnp.swapaxes(out, 1, 2)
 
 
-def _mesh_axes(mesh, names, size):
-    """The mesh axes among `names` whose product divides `size` (greedy, in order)."""
-    chosen, product = [], 1
-    for name in names:
-        if name in mesh.shape and size % (product * mesh.shape[name]) == 0:
-            chosen.append(name)
-            product *= mesh.shape[name]
-    return tuple(chosen) or None
-
-
 def splash_causal_attention(query: jax.Array, key: jax.Array, value: jax.Array, scale: float,
                             *, interpret: bool = False) -> jax.Array:
     """softmax(scale q k^T, causal) v with the splash kernel; value may be wider than query/key.
@@ -69,13 +58,8 @@ def splash_causal_attention(query: jax.Array, key: jax.Array, value: jax.Array, 
     # are dropped. The kernel does not scale the logits itself.
     query = jnp.pad(query * jnp.asarray(scale, query.dtype), pad)
     key, value = jnp.pad(key, pad), jnp.pad(value, pad)
-    local = functools.partial(_local, interpret=interpret)
-    mesh = jax.sharding.get_abstract_mesh()
-    if not mesh.empty and mesh.size > 1:
-        spec = PartitionSpec(_mesh_axes(mesh, BATCH_AXES, query.shape[0]), None,
-                             _mesh_axes(mesh, HEAD_AXES, query.shape[2]), None)
-        local = jax.shard_map(local, mesh=mesh, in_specs=(spec, spec, spec), out_specs=spec,
-                              check_vma=False)
+    local = per_shard(functools.partial(_local, interpret=interpret), query.shape[0],
+                      query.shape[2], "xxx", "x")
     return local(query, key, value)[:, :length].astype(value.dtype)
 
 
