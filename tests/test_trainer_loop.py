@@ -3,6 +3,7 @@ non-finite stop, input checks."""
 
 import glob
 import os
+import re
 from pathlib import Path
 
 import gin
@@ -36,6 +37,15 @@ def test_train_logs_evaluates_and_keeps_the_best(tmp_path):
         progress=lines.append,
     )
     assert result.step == 6 and not result.preempted
+    # One startup line, before the first step's: where a time-boxed run's first minutes went.
+    startup = [i for i, line in enumerate(lines) if line.startswith("startup ")]
+    assert len(startup) == 1 and startup[0] < min(
+        i for i, line in enumerate(lines) if line.startswith("step "))
+    phases = dict(re.findall(r"(program|state|first batch|cost|first step) ([0-9.]+) s",
+                             lines[startup[0]]))
+    assert list(phases) == ["program", "state", "first batch", "cost", "first step"]
+    total = float(re.match(r"startup ([0-9.]+) s:", lines[startup[0]]).group(1))
+    assert total == pytest.approx(sum(map(float, phases.values())), abs=0.06)
     assert set(result.eval_metrics) == {"eval/loss", "eval/accuracy"}
     step_lines = [line for line in lines if line.startswith("step 6/6")]
     assert step_lines and all(

@@ -134,6 +134,26 @@ def _next_batch(data: Iterator, step: int) -> Mapping[str, np.ndarray]:
         ) from None
 
 
+class _Startup:
+    """Wall time from `train`'s start to its first finished step, by phase, for one progress
+    line: where a time-boxed run's first minutes went (state = init or restore; first step =
+    compilation, mostly)."""
+
+    def __init__(self):
+        self.phases: list[tuple[str, float]] = []
+        self._last = time.perf_counter()
+
+    def mark(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.phases.append((phase, now - self._last))
+        self._last = now
+
+    def line(self) -> str:
+        total = sum(seconds for _, seconds in self.phases)
+        parts = ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in self.phases)
+        return f"startup {total:.1f} s: {parts}"
+
+
 def _make_objective(objective: Objective | Callable[[], Objective]) -> Objective:
     obj = objective if isinstance(objective, Objective) else objective()
     if not isinstance(obj, Objective):
@@ -188,6 +208,7 @@ def train(
     progress: receives the progress line (default: print on process 0).
     Returns a TrainResult; on SIGTERM saves at the next step boundary and returns (preempted).
     """
+    startup = _Startup()
     distributed.initialize()
     obj = _make_objective(objective)
     mesh = make_mesh(mesh_config or MeshConfig(), devices)
@@ -215,6 +236,7 @@ def train(
     data = train_data(shard_index=shard_index, shard_count=shard_count)
     to_global = _Batches(program, shard_count)
     warned: list = []
+    startup.mark("program")
     try:
         # Installed before restore and compilation: a SIGTERM then waits for the first step boundary.
         with PreemptionWatcher() as watcher:
@@ -231,8 +253,9 @@ def train(
                 state, step = program.init(seed_rng(seed)), 0
             if step >= num_train_steps:
                 return TrainResult(step, False, {}, {}, 0.0, ckpt_dir)
-
+            startup.mark("state")
             first = _next_batch(data, step)
+            startup.mark("first batch")
             shapes = to_global.global_shapes(first)
             _check_batch(shapes, program, num_microbatches)
             abstract_batch = program.abstract_batch(shapes)
@@ -240,6 +263,7 @@ def train(
             flops = cost.flops or _xla_flops(
                 program.train_step.lower(program.abstract_state, abstract_batch)
             )
+            startup.mark("cost")
             throughput = Throughput(
                 tokens=cost.tokens,
                 audio_seconds=cost.audio_seconds,
@@ -294,6 +318,8 @@ def train(
                 if t_steady is None:
                     jax.block_until_ready(metrics)
                     t_steady, steady_from = time.perf_counter(), step
+                    startup.mark("first step")
+                    progress(startup.line())
                 if on_step is not None:
                     on_step(step, jax.device_get(metrics))
                 final = step == num_train_steps
