@@ -63,8 +63,10 @@ VARIANTS = ("cudnn_bias", "cudnn_no_bias", "cudnn_no_bias_d72", "xla_band", "spl
 BIASED = ("cudnn_bias", "split", "band_grad", "band_grad_b64", "band_grad_b32", "pallas_bias")
 
 
-def make_step(variant, length, heads, width=128, blocks=BLOCKS):
-    """jit(value_and_grad) of sum(attention * cotangent) in q, k, v and the bias table."""
+def make_step(variant, length, heads, width=128, blocks=BLOCKS, piece="all"):
+    """jit(value_and_grad) of sum(attention * cotangent) in q, k, v and the bias table;
+    `piece` "forward": the loss alone; "no_table": gradients in q, k, v only (the compiler then
+    drops the table's gradient pass)."""
     graphdef, state = nnx.split(RelativePositionBias(heads, rngs=nnx.Rngs(0)))
 
     def loss(q, k, v, table, cotangent):
@@ -94,7 +96,10 @@ def make_step(variant, length, heads, width=128, blocks=BLOCKS):
                                            attention.unbiased_flash_attention)
         return jnp.sum(out.astype(jnp.float32) * cotangent), out
 
-    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3), has_aux=True))
+    if piece == "forward":
+        return jax.jit(loss)
+    argnums = (0, 1, 2) if piece == "no_table" else (0, 1, 2, 3)
+    return jax.jit(jax.value_and_grad(loss, argnums=argnums, has_aux=True))
 
 
 def reference_errors(step, q, k, v, table, cotangent) -> dict:
@@ -119,27 +124,37 @@ def reference_errors(step, q, k, v, table, cotangent) -> dict:
             "d_table_relative_error_vs_f32": error(dt, ref_dt)}
 
 
-def time_variant(variant, batch, length, heads, dim, dtype, steps, blocks=BLOCKS) -> dict:
+def median_seconds(step, args, steps) -> tuple[float, float]:
+    """(median seconds per call over `steps` calls, the first call's seconds, compile included)."""
+    t0 = time.perf_counter()
+    jax.block_until_ready(step(*args))
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        jax.block_until_ready(step(*args))
+        times.append(time.perf_counter() - t)
+    return float(np.median(times)), first
+
+
+def time_variant(variant, batch, length, heads, dim, dtype, steps, blocks=BLOCKS,
+                 pieces=False) -> dict:
     rng = np.random.default_rng(0)
     q, k, v = (jnp.asarray(rng.standard_normal((batch, length, heads, dim)), dtype)
                for _ in range(3))
     cotangent = jnp.asarray(rng.standard_normal((batch, length, heads, dim)), jnp.float32)
     table = jnp.asarray(rng.standard_normal((heads, 32)) * 0.1, jnp.float32)
     step = make_step(variant, length, heads, blocks=blocks)
-    t0 = time.perf_counter()
-    (_, out), _ = jax.block_until_ready(step(q, k, v, table, cotangent))
-    compile_s = time.perf_counter() - t0
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        jax.block_until_ready(step(q, k, v, table, cotangent))
-        times.append(time.perf_counter() - t)
-    seconds = float(np.median(times))
+    seconds, compile_s = median_seconds(step, (q, k, v, table, cotangent), steps)
     causal_flops = 3.5 * 2 * batch * heads * length**2 * dim  # (fwd + 2.5 fwd), half of 4BHT^2D
     row = {"variant": variant, "ms": 1e3 * seconds, "first_call_s": compile_s,
            "tflops_causal_count": causal_flops / seconds / 1e12}
     if variant == "pallas_bias":
         row["blocks"] = blocks._asdict()
+    if pieces:  # where the time goes: forward, + backward in q k v, + the table's gradient
+        row["pieces_ms"] = {piece: 1e3 * median_seconds(
+            make_step(variant, length, heads, blocks=blocks, piece=piece),
+            (q, k, v, table, cotangent), steps)[0] for piece in ("forward", "no_table")}
     if variant in BIASED:
         row.update(reference_errors(step, q, k, v, table, cotangent))
     return row
@@ -159,6 +174,9 @@ def main() -> int:
     p.add_argument("--backward-block-q", type=int, default=BLOCKS.backward_q,
                    help="pallas_bias: the backward kernels' tiles")
     p.add_argument("--backward-block-k", type=int, default=BLOCKS.backward_k)
+    p.add_argument("--pieces", action="store_true",
+                   help="also time each variant's forward alone and its gradients without the "
+                        "bias table's (pieces_ms)")
     p.add_argument("--tiny", action="store_true", help="batch 1, 2 heads, length 300 (CPU smoke)")
     p.add_argument("--out", default=os.path.join(ROOT, "results", "attention_kernels.json"))
     args = p.parse_args()
@@ -175,7 +193,7 @@ def main() -> int:
     for variant in args.variants:
         try:
             row = time_variant(variant, batch, length, heads, args.head_dim, dtype, args.steps,
-                               blocks)
+                               blocks, pieces=args.pieces)
         except Exception as e:  # noqa: BLE001 - a refused kernel is a result too
             row = {"variant": variant, "error": f"{type(e).__name__}: {e}"[:400]}
         out["variants"].append(row)

@@ -112,6 +112,22 @@ def test_attention_kernels_benchmark_times_every_variant():
             for name in ("relative_error_vs_f32", "d_query_relative_error_vs_f32",
                          "d_table_relative_error_vs_f32"):
                 assert row[name] < 1e-5, (name, row)
+    # --pieces: the forward alone and the gradients without the table's compute the same loss
+    row = attention_kernels.time_variant("band_grad", 1, 150, 2, 16, jnp.float32, steps=1,
+                                         pieces=True)
+    assert sorted(row["pieces_ms"]) == ["forward", "no_table"] and min(row["pieces_ms"].values()) > 0
+    rng = np.random.default_rng(1)
+    q, k, v, cotangent = (jnp.asarray(rng.standard_normal((1, 150, 2, 16)), jnp.float32)
+                          for _ in range(4))
+    args = (q, k, v, jnp.asarray(rng.standard_normal((2, 32)), jnp.float32), cotangent)
+    (loss, _), grads = attention_kernels.make_step("band_grad", 150, 2)(*args)
+    forward_loss, _ = attention_kernels.make_step("band_grad", 150, 2, piece="forward")(*args)
+    (no_table_loss, _), no_table = attention_kernels.make_step("band_grad", 150, 2,
+                                                               piece="no_table")(*args)
+    assert len(no_table) == 3
+    np.testing.assert_allclose([forward_loss, no_table_loss], [loss, loss], rtol=1e-5)
+    for got, want in zip(no_table, grads[:3]):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_split_model_sharded_over_batch_and_heads_keeps_logits():
