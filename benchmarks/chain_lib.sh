@@ -11,14 +11,19 @@ chain_begin() {  # work folders, the pid file collect_run.sh watches, the clock 
   T0=$(date +%s); CLI="python3 -m audiolm_jax.cli"
 }
 
+# shellcheck source-path=SCRIPTDIR source=autotune_cache.sh
+. "$(dirname "${BASH_SOURCE[0]}")/autotune_cache.sh"
+
 # chain_options: the trainers' options by MODE. gpu: the configs' own (later steps load what
-# earlier ones compiled from a persistent cache); cpu: a dry run of the plumbing, 2 steps of tiny
+# earlier ones compiled from a persistent cache, seeded with the autotuning results in the folder
+# $AUTOTUNE when given: autotune_cache.sh); cpu: a dry run of the plumbing, 2 steps of tiny
 # batches. CODEC / W2V from the environment are kept after them (e.g.
 # CODEC="--gin.SoundStreamConfig.conv_policy='auto'"); callers may add their own.
 chain_options() {
   if [ $MODE = gpu ]; then
     CODEC="${CODEC:-}"; W2V="${W2V:-}"
     export JAX_COMPILATION_CACHE_DIR=$W/jax_cache
+    autotune_begin "${AUTOTUNE:-}"
   else
     CODEC="--gin.train.num_train_steps=2 --gin.audio_crop_batches.batch_size=2 --gin.audio_crop_batches.crop_seconds=0.5 ${CODEC:-}"
     W2V="--gin.train.num_train_steps=2 --gin.OptimizerConfig.warmup_steps=1 --gin.train_crops/audio_crop_batches.batch_size=2 --gin.train_crops/audio_crop_batches.crop_seconds=1.0 ${W2V:-}"

@@ -6,7 +6,8 @@
 # OUT_DIR/run.tgz (WORK/logs and WORK/results: small files only, never checkpoints or audio) and
 # OUT_DIR/pipeline.log, and WORK/eval_audio_flac.tar once the run wrote it (pack_audio.py renames
 # it into place complete, before the slower last evaluations), as OUT_DIR/eval_audio_flac.tar.part00,
-# part01, ... of at most 15 MiB each.
+# part01, ... of at most 15 MiB each; and OUT_DIR/autotune.tgz, the XLA autotuning results of the
+# run's compilation cache (WORK/jax_cache; autotune_cache.sh), for the next machine.
 # Exit status 0 when the run is done, 3 when it is still running, 4 when its process (the pid in
 # WORK/pipeline.pid) ended without writing DONE: no point waiting out the limit for a dead run.
 set -u
@@ -18,6 +19,9 @@ mkdir -p "$OUT_DIR"
 tar -czf "$OUT_DIR/run.tgz" -C "$W" --exclude='*.npz' --exclude='*.flac' --exclude='*.wav' \
   logs results 2> /dev/null
 cp "$W/logs/pipeline.log" "$OUT_DIR/pipeline.log" 2> /dev/null
+# shellcheck source-path=SCRIPTDIR source=autotune_cache.sh
+. "$(dirname "${BASH_SOURCE[0]}")/autotune_cache.sh"
+JAX_COMPILATION_CACHE_DIR=$W/jax_cache autotune_end "$OUT_DIR/autotune.tgz"
 # The generated audio packed as FLAC by the pipeline's last steps (benchmarks/pack_audio.py), in
 # parts of 15 MiB: the device tool returns no file over 16 MiB (session 22's 17.5 MiB tar stayed
 # behind). Rejoin with `cat eval_audio_flac.tar.part* > eval_audio_flac.tar`.

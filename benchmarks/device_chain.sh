@@ -15,7 +15,9 @@
 # and every later call at once (nothing to carry; the machine is released after ~30 s idle):
 #   bash /tmp/chain/snap/benchmarks/collect_run.sh /tmp/p $OUT 540
 # CHAIN (default /tmp/chain) holds the copies and the installed wheels, WORK (default /tmp/p) the
-# run; MODE (default gpu), RESUME and BENCH pass through to the pipeline. PIPELINE (a script of
+# run; MODE (default gpu), RESUME and BENCH pass through to the pipeline; AUTOTUNE (a folder of
+# XLA autotuning results from earlier machines, e.g. .carry/autotune: autotune_cache.sh) is copied
+# and seeds the run's compilation cache, and collect_run.sh returns the results grown by this run. PIPELINE (a script of
 # the snapshot, default benchmarks/small_world_pipeline.sh) picks the chain, e.g. the piano one:
 #   PIPELINE=benchmarks/piano_pipeline.sh WORK=/tmp/pp bash benchmarks/device_chain.sh \
 #     .carry/snap .carry/world_opus/piano none .whl $OUT 540
@@ -33,9 +35,11 @@ if [ "$WHEELS" != none ]; then
 fi
 cp -r "$SNAP" "$CH/snap"; cp -r "$CORPUS" "$CH/corpus"
 if [ "$PAIRS" != none ]; then cp -r "$PAIRS" "$CH/pairs"; fi
+SEED=""
+if [ -d "${AUTOTUNE:-}" ]; then cp -r "$AUTOTUNE" "$CH/autotune"; SEED="$CH/autotune"; fi
 cd "$CH/snap"
 PYTHONPATH="$CH/site:$CH/snap" PYTHONUNBUFFERED=1 MODE=${MODE:-gpu} WORK="$W" CORPUS="$CH/corpus" \
-  PAIRS="$CH/pairs" setsid nohup bash "$PIPELINE" > "$CH/pipeline.out" 2>&1 \
+  PAIRS="$CH/pairs" AUTOTUNE="$SEED" setsid nohup bash "$PIPELINE" > "$CH/pipeline.out" 2>&1 \
   < /dev/null &
 echo "device_chain: started $PIPELINE (pid $!) in $CH/snap; work in $W"
 exec bash "$CH/snap/benchmarks/collect_run.sh" "$W" "$OUT_DIR" "$LIMIT"

@@ -12,6 +12,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "benchmarks", "collect_run.sh")
 CHAIN_SCRIPT = os.path.join(ROOT, "benchmarks", "device_chain.sh")
+AUTOTUNE_SCRIPT = os.path.join(ROOT, "benchmarks", "autotune_cache.sh")
+AUTOTUNE_DIR = "xla_gpu_per_fusion_autotune_cache_dir"   # JAX's name, under the cache folder
 
 
 def _run(work, out, limit):
@@ -91,7 +93,7 @@ def test_returns_4_at_once_when_the_run_died_without_done(tmp_path):
 # A stand-in pipeline: records where it ran and what it was handed, then finishes.
 FAKE_PIPELINE = """#!/bin/bash
 mkdir -p $WORK/logs $WORK/results; echo $$ > $WORK/pipeline.pid
-printf '%s\\n' "$PWD" "$CORPUS" "$PAIRS" "$PYTHONPATH" "$MODE" > $WORK/results/env.txt
+printf '%s\\n' "$PWD" "$CORPUS" "$PAIRS" "$PYTHONPATH" "$MODE" "$AUTOTUNE" > $WORK/results/env.txt
 ls $CORPUS > $WORK/results/corpus.txt
 echo "[+0s] DONE" > $WORK/logs/pipeline.log; touch $WORK/DONE
 """
@@ -102,6 +104,7 @@ def _fake_snapshot(tmp_path):
     (snap / "benchmarks").mkdir(parents=True)
     (snap / "benchmarks" / "small_world_pipeline.sh").write_text(FAKE_PIPELINE)
     shutil.copy(SCRIPT, snap / "benchmarks" / "collect_run.sh")
+    shutil.copy(AUTOTUNE_SCRIPT, snap / "benchmarks" / "autotune_cache.sh")
     (tmp_path / "corpus" / "train").mkdir(parents=True)
     return snap
 
@@ -120,6 +123,44 @@ def test_device_chain_runs_the_pipeline_from_private_copies(tmp_path):
     assert mode == "cpu" and (work / "results" / "corpus.txt").read_text() == "train\n"
     with tarfile.open(tmp_path / "out" / "run.tgz") as tar:
         assert "results/env.txt" in tar.getnames()
+    assert (work / "results" / "env.txt").read_text().split("\n")[5] == ""   # no AUTOTUNE given
+
+
+def test_autotuning_results_travel_from_machine_to_machine(tmp_path):
+    """AUTOTUNE's entries reach the run's compilation cache through a private copy (the device
+    tool may replace the checkout mid-run), and collect_run returns them with the run's new ones."""
+    seed = tmp_path / "carry_autotune"
+    (seed / "ab").mkdir(parents=True)
+    (seed / "ab" / "old.textproto").write_text("old")
+    snap = _fake_snapshot(tmp_path)
+    shutil.copy(os.path.join(ROOT, "benchmarks", "chain_lib.sh"), snap / "benchmarks")
+    # The stand-in pipeline sets up its cache as the chains do, then "compiles" a new entry.
+    (snap / "benchmarks" / "small_world_pipeline.sh").write_text(
+        '#!/bin/bash\nW=$WORK; . "$(dirname "$0")/chain_lib.sh"; chain_begin; chain_options\n'
+        'echo new > "$(autotune_dir)/new.textproto"; log DONE; touch $W/DONE\n')
+    chain, work = tmp_path / "chain", tmp_path / "w"
+    env = dict(os.environ, CHAIN=str(chain), WORK=str(work), MODE="gpu", AUTOTUNE=str(seed))
+    result = subprocess.run(["bash", CHAIN_SCRIPT, str(snap), str(tmp_path / "corpus"), "none",
+                             "none", str(tmp_path / "out"), "30"], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (chain / "autotune" / "ab" / "old.textproto").read_text() == "old"
+    cache = work / "jax_cache" / AUTOTUNE_DIR
+    assert sorted(p.name for p in cache.rglob("*.textproto")) == ["new.textproto", "old.textproto"]
+    with tarfile.open(tmp_path / "out" / "autotune.tgz") as tar:
+        names = {os.path.normpath(n) for n in tar.getnames()}
+    assert {"ab/old.textproto", "new.textproto"} <= names
+
+
+def test_autotune_begin_without_a_seed_and_end_without_a_cache(tmp_path):
+    script = (f". {AUTOTUNE_SCRIPT}; "
+              f"JAX_COMPILATION_CACHE_DIR={tmp_path}/c; autotune_begin {tmp_path}/missing; "
+              f'ls -A "$(autotune_dir)" | wc -l; JAX_COMPILATION_CACHE_DIR={tmp_path}/none '
+              f"autotune_end {tmp_path}/o.tgz; echo rc=$?")
+    out = subprocess.run(["bash", "-c", script], check=True, capture_output=True,
+                         text=True).stdout.split()
+    assert out == ["0", "rc=0"] and (tmp_path / "c" / AUTOTUNE_DIR).is_dir()
+    assert not (tmp_path / "o.tgz").exists()
 
 
 def test_device_chain_runs_the_pipeline_named_by_PIPELINE(tmp_path):
