@@ -130,13 +130,18 @@ def time_phase(program, batch: dict, steps: int, warmup: int = 2) -> dict:
         state, metrics = program.train_step(state, batch)
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - start)
-    cost = program.train_step.lower(state, batch).compile().cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    flops = float((cost or {}).get("flops", 0.0))
     return {"ms_per_step": 1e3 * float(np.median(times)),
             "ms_all": [round(1e3 * t, 2) for t in times],
-            "first_call_s_with_compile": round(compile_s, 2), "xla_flops_per_step": flops,
-            "state": state}
+            "first_call_s_with_compile": round(compile_s, 2), "state": state}
+
+
+def xla_flops(program, state, batch: dict) -> float:
+    """XLA's FLOP count of the lowered step (no second compile: on a fresh GPU machine that is
+    minutes of autotuning again, and session 28's run was cut during it before printing its
+    step time)."""
+    cost = program.train_step.lower(state, batch).cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float((cost or {}).get("flops", 0.0))
 
 
 def profile(program, state, batch: dict, steps: int) -> dict:
@@ -188,6 +193,12 @@ def main(argv=None) -> dict:
         state = row.pop("state")
         seconds = row["ms_per_step"] / 1e3
         row["audio_seconds_per_second"] = args.batch * args.seconds / seconds
+        print(f"{phase}: {row['ms_per_step']:.1f} ms/step, "
+              f"{row['audio_seconds_per_second']:.0f} audio-s/s, first call "
+              f"{row['first_call_s_with_compile']:.1f} s", flush=True)
+        result["phases"][phase] = row
+        write_json(args.out, result)    # the step time first: the counts below take a while
+        row["xla_flops_per_step"] = xla_flops(program, state, batch)
         row["xla_tflops_per_s"] = row["xla_flops_per_step"] / seconds / 1e12
         try:   # jax 0.11 on a GPU machine: cost analysis of a CPU lowering can be None
             row["loss_flops_per_step_cpu_count"] = loss_flops(objective, audio.shape, phase)
@@ -201,10 +212,7 @@ def main(argv=None) -> dict:
             row["mfu_loss_flops"] = row["loss_flops_per_step_cpu_count"] / seconds / peak
         if not args.no_profile and jax.default_backend() == "gpu":
             row["kernels"] = profile(program, state, batch, args.profile_steps)
-        result["phases"][phase] = row
-        print(f"{phase}: {row['ms_per_step']:.1f} ms/step, "
-              f"{row['audio_seconds_per_second']:.0f} audio-s/s, "
-              f"{row['xla_tflops_per_s']:.1f} TFLOP/s (XLA count), "
+        print(f"{phase}: {row['xla_tflops_per_s']:.1f} TFLOP/s (XLA count), "
               f"{row['loss_tflops_per_s']:.1f} TFLOP/s (losses and gradients, CPU-lowered "
               "count)", flush=True)
         del state
