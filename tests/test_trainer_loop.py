@@ -45,7 +45,8 @@ def test_train_logs_evaluates_and_keeps_the_best(tmp_path):
                              lines[startup[0]]))
     assert list(phases) == ["program", "state", "first batch", "cost", "first step"]
     total = float(re.match(r"startup ([0-9.]+) s:", lines[startup[0]]).group(1))
-    assert total == pytest.approx(sum(map(float, phases.values())), abs=0.06)
+    # each figure is rounded to 0.1 s: five roundings and the total's
+    assert total == pytest.approx(sum(map(float, phases.values())), abs=0.3)
     assert set(result.eval_metrics) == {"eval/loss", "eval/accuracy"}
     step_lines = [line for line in lines if line.startswith("step 6/6")]
     assert step_lines and all(
