@@ -49,7 +49,7 @@ from audiolm_jax.generate.pipeline import AudioLM, GenerationConfig  # noqa: E40
 from audiolm_jax.generate.roofline import DecodeCall, stage_roofline  # noqa: E402
 from audiolm_jax.generate.sampling import DecodeLoop, record_calls  # noqa: E402
 from audiolm_jax.gin_reader import dataclass_from_gin  # noqa: E402
-from audiolm_jax.lm.attention import KV_CACHES  # noqa: E402
+from audiolm_jax.lm.attention import DECODE_ATTENTION, KV_CACHES  # noqa: E402
 from audiolm_jax.lm.int8 import WEIGHTS  # noqa: E402
 from audiolm_jax.lm.config import TransformerConfig  # noqa: E402
 from audiolm_jax.lm.layouts import AudioVocabulary  # noqa: E402
@@ -193,6 +193,8 @@ def main(argv=None) -> int:
                         help="decode at least this many rows (sampling.DecodeLoop.min_rows)")
     parser.add_argument("--weights", default="compute", choices=WEIGHTS,
                         help="weight matrices in the loop (sampling.DecodeLoop.weights)")
+    parser.add_argument("--decode-attention", default="xla", choices=DECODE_ATTENTION,
+                        help="attention to the KV cache in the loop (sampling.DecodeLoop.attention)")
     parser.add_argument("--profile", action="store_true",
                         help="trace one more call per batch: kernel time and kernels per token")
     parser.add_argument("--out", default="results/generate.json")
@@ -205,7 +207,8 @@ def main(argv=None) -> int:
                                     loop=DecodeLoop(cache_phases=args.cache_phases,
                                                     kv_cache=args.kv_cache, unroll=args.unroll,
                                                     min_rows=args.min_rows,
-                                                    weights=args.weights))
+                                                    weights=args.weights,
+                                                    attention=args.decode_attention))
     runs = {}
     for batch in args.batch_sizes:
         runs[str(batch)] = run_batch(lm, batch, args.prompt_seconds, args.seconds, args.repeats,
@@ -223,6 +226,7 @@ def main(argv=None) -> int:
         "semantic_tokens_per_second": args.semantic_rate, "repeats": args.repeats,
         "cache_phases": args.cache_phases, "kv_cache": args.kv_cache, "unroll": args.unroll,
         "min_rows": args.min_rows, "weights": args.weights,
+        "decode_attention": args.decode_attention,
         "fine_chunk_seconds": args.fine_chunk_seconds,
         "runs": runs,
         "targets": {"batch1_seconds_for_10s": TARGET_BATCH1_SECONDS,

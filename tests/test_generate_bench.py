@@ -15,10 +15,12 @@ def test_tiny_run_writes_the_judged_keys(tmp_path):
     assert bench.main(["--tiny", "--batch-sizes", "1", "--repeats", "1", "--seconds", "1",
                        "--profile", "--cache-phases", "2", "--kv-cache", "int8",
                        "--unroll", "2", "--min-rows", "2", "--weights", "int8",
+                       "--decode-attention", "pallas",
                        "--fine-chunk-seconds", "0.5", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["cache_phases"] == 2 and result["kv_cache"] == "int8" and result["unroll"] == 2
     assert result["min_rows"] == 2 and result["weights"] == "int8"
+    assert result["decode_attention"] == "pallas"
     assert result["fine_chunk_seconds"] == 0.5
     run = result["runs"]["1"]
     assert result["batch1_seconds_for_10s"] == run["wall_seconds"] * 10

@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from audiolm_jax.lm.attention import KV_CACHES
+from audiolm_jax.lm.attention import DECODE_ATTENTION, KV_CACHES
 from audiolm_jax.lm.config import TransformerConfig
 from audiolm_jax.lm.int8 import WEIGHTS, Int8Weight
 from audiolm_jax.lm.layouts import PAD
@@ -89,14 +89,18 @@ class DecodeLoop:
     in the compute dtype; "int8" stores them as int8 with a scale per output entry
     (`lm.int8.Int8Weight`, `decoding_weights`): half the weight memory, with logits that differ
     slightly; on an H100 XLA dequantises the matrices outside the products, so a step reads
-    more, not less (benchmarks/decode_projections.py: 557 vs 316 us at two rows). The fields
-    are `sample`'s keyword arguments of the same names."""
+    more, not less (benchmarks/decode_projections.py: 557 vs 316 us at two rows).
+    `attention`: "xla" attends to the cache with XLA's ops (`cached_attention`); "pallas" runs
+    each step's attention as one Pallas kernel that streams the cache (`lm.decode_attention`;
+    the same computation, summed in another order). The fields are `sample`'s keyword
+    arguments of the same names."""
     shape_buckets: int | None = None
     cache_phases: int = 1
     kv_cache: str = "compute"
     unroll: int = 1
     min_rows: int = 1
     weights: str = "compute"
+    attention: str = "xla"
 
 
 def filter_logits(logits: jax.Array, config: SamplingConfig, low: jax.Array,
@@ -200,10 +204,10 @@ def cache_phase_bounds(num_tokens: int, phases: int) -> list[tuple[int, int]]:
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "num_tokens", "num_samples", "config",
                                              "eos_id", "cache_phases", "kv_cache", "unroll",
-                                             "weights", "logit_width"))
+                                             "weights", "logit_width", "attention"))
 def _sample(graphdef, state, prompts, lengths, allowed, rng, *, num_tokens, num_samples, config,
             eos_id, cache_phases=1, kv_cache="compute", unroll=1, weights="compute",
-            logit_width=None):
+            logit_width=None, attention="xla"):
     compute_dtype = nnx.merge(graphdef, state).config.compute_dtype
     model: Transformer = nnx.merge(graphdef, decoding_weights(state, compute_dtype, weights))
     batch, width = prompts.shape
@@ -241,7 +245,8 @@ def _sample(graphdef, state, prompts, lengths, allowed, rng, *, num_tokens, num_
         if eos_id is not None:
             done = done | (token == eos_id)
         logits, cache = model.decode_step(token[:, None], cache, width + step, key_start,
-                                          key_limit=key_limit, logit_window=window(step + 1))
+                                          key_limit=key_limit, logit_window=window(step + 1),
+                                          attention=attention)
         return step + 1, logits[:, 0], cache, out, done
 
     carry = (jnp.int32(0), logits, cache, out, done)
@@ -280,7 +285,7 @@ def sample(model: Transformer, prompts: Sequence[np.ndarray], num_tokens: int, *
            allowed: np.ndarray | None = None, num_samples: int = 1,
            eos_id: int | None = None, shape_buckets: int | None = None,
            cache_phases: int = 1, kv_cache: str = "compute", unroll: int = 1,
-           min_rows: int = 1, weights: str = "compute") -> np.ndarray:
+           min_rows: int = 1, weights: str = "compute", attention: str = "xla") -> np.ndarray:
     """Continues each prompt by `num_tokens` sampled tokens.
 
     Args:
@@ -301,6 +306,7 @@ def sample(model: Transformer, prompts: Sequence[np.ndarray], num_tokens: int, *
       unroll: decoding steps per loop iteration when `eos_id` is None (`DecodeLoop.unroll`).
       min_rows: rows decoded at least, padded with copies of the last prompt (`DecodeLoop.min_rows`).
       weights: "compute" or "int8" weight matrices in the loop (`DecodeLoop.weights`).
+      attention: "xla" or "pallas" attention to the cache in the loop (`DecodeLoop.attention`).
     Returns:
       int32 [len(prompts) * num_samples, num_tokens].
     """
@@ -321,6 +327,8 @@ def sample(model: Transformer, prompts: Sequence[np.ndarray], num_tokens: int, *
         raise ValueError(f"sample: kv_cache {kv_cache!r} is not one of {KV_CACHES}")
     if weights not in WEIGHTS:
         raise ValueError(f"sample: weights {weights!r} is not one of {WEIGHTS}")
+    if attention not in DECODE_ATTENTION:
+        raise ValueError(f"sample: attention {attention!r} is not one of {DECODE_ATTENTION}")
     if unroll < 1:
         raise ValueError(f"sample: unroll={unroll}: give 1 or more steps per loop iteration")
     if min_rows < 1:
@@ -348,5 +356,5 @@ def sample(model: Transformer, prompts: Sequence[np.ndarray], num_tokens: int, *
                   jnp.asarray(allowed), rng, num_tokens=steps,
                   num_samples=int(num_samples), config=config, eos_id=eos_id,
                   cache_phases=int(cache_phases), kv_cache=kv_cache, unroll=int(unroll),
-                  weights=weights, logit_width=logit_width)
+                  weights=weights, logit_width=logit_width, attention=attention)
     return np.asarray(out)[:rows, :num_tokens]

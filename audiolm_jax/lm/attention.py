@@ -150,6 +150,9 @@ def unbiased_flash_attention(query: jax.Array, key: jax.Array, value: jax.Array,
 
 
 KV_CACHES = ("compute", "int8")
+# How `SelfAttention.decode` attends to the cache for one-token steps: "xla" (`cached_attention`)
+# or "pallas" (`lm.decode_attention`, one kernel streaming the cache; prefills stay in XLA).
+DECODE_ATTENTION = ("xla", "pallas")
 
 
 class LayerCache(NamedTuple):
@@ -271,7 +274,8 @@ class SelfAttention(nnx.Module):
 
     def decode(self, x: jax.Array, bias: jax.Array, cache: LayerCache, position: jax.Array, *,
                constrain: ActivationConstraint, key_start: jax.Array | None = None,
-               key_limit: int | None = None) -> tuple[jax.Array, LayerCache]:
+               key_limit: int | None = None,
+               attention: str = "xla") -> tuple[jax.Array, LayerCache]:
         """Attention for `steps` new tokens written into the cache at `position`.
 
         Args:
@@ -283,6 +287,8 @@ class SelfAttention(nnx.Module):
           key_start: optional int32 [batch]: keys before it are ignored (left-padded prompts).
           key_limit: static; read only the first `key_limit` cache slots (the caller knows the
             later ones are still empty: position + steps <= key_limit). None: all of them.
+          attention: one of `DECODE_ATTENTION`; "pallas" computes a one-token step's attention
+            with `pallas_decode_attention` (the same values; more steps: `cached_attention`).
         Returns:
           ([batch, steps, embed], cache with the new keys/values written).
         """
@@ -309,6 +315,14 @@ class SelfAttention(nnx.Module):
         limit = cache.key.shape[2] if key_limit is None else int(key_limit)
         if bias.shape[-1] != limit:
             raise ValueError(f"decode: the bias covers {bias.shape[-1]} keys, expected {limit}")
+        if attention not in DECODE_ATTENTION:
+            raise ValueError(f"attention {attention!r} is not one of {DECODE_ATTENTION}")
+        if attention == "pallas" and x.shape[1] == 1:
+            # Imported here: decode_attention builds on this module. It reads the whole cache's
+            # first `limit` slots itself (no slice, no mask array).
+            from audiolm_jax.lm.decode_attention import pallas_decode_attention  # noqa: PLC0415
+            attended = pallas_decode_attention(query, cache, bias, position, key_start, limit)
+            return self._output(attended), cache
         key_positions = jnp.arange(limit)
         mask = causal_mask(query_positions, key_positions)
         if key_start is not None:

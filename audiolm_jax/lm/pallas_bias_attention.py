@@ -41,6 +41,7 @@ from jax.experimental import pallas as pl
 
 from audiolm_jax.lm.band_grad_attention import band_bias_gradient, check_band_block
 from audiolm_jax.lm.kernel_sharding import per_shard
+from audiolm_jax.lm.pallas_launch import launch
 from audiolm_jax.lm.tpu_attention import target_platform
 
 _LOG2E = math.log2(math.e)
@@ -73,17 +74,9 @@ class _Geometry(NamedTuple):
     interpret: bool
 
 
-def _compiler_params(num_warps: int, num_stages: int):
-    """Triton's launch parameters; the class was `TritonCompilerParams` before jax 0.7."""
-    from jax.experimental.pallas import triton as plgpu
-    params = getattr(plgpu, "CompilerParams", None) or getattr(plgpu, "TritonCompilerParams")
-    return params(num_warps=num_warps, num_stages=num_stages)
-
-
 def _call(kernel, geometry: _Geometry, num_warps: int, num_stages: int, **kwargs):
-    extra = ({"interpret": True} if geometry.interpret
-             else {"compiler_params": _compiler_params(num_warps, num_stages)})
-    return pl.pallas_call(kernel, **kwargs, **extra)
+    return launch(kernel, interpret=geometry.interpret, num_warps=num_warps,
+                  num_stages=num_stages, **kwargs)
 
 
 def _bias(table_ref, rows, cols, width):

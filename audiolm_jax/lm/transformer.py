@@ -85,10 +85,11 @@ class DecoderBlock(nnx.Module):
 
     def decode(self, x: jax.Array, bias: jax.Array, cache: LayerCache, position: jax.Array,
                constrain: ActivationConstraint, key_start: jax.Array | None = None,
-               key_limit: int | None = None) -> tuple[jax.Array, LayerCache]:
+               key_limit: int | None = None,
+               attention: str = "xla") -> tuple[jax.Array, LayerCache]:
         attended, cache = self.attention.decode(self.attention_norm(x), bias, cache, position,
                                                 constrain=constrain, key_start=key_start,
-                                                key_limit=key_limit)
+                                                key_limit=key_limit, attention=attention)
         x = x + attended
         return x + self.feed_forward(self.feed_forward_norm(x), None, constrain), cache
 
@@ -179,8 +180,8 @@ class Transformer(nnx.Module):
 
     def decode_step(self, tokens: jax.Array, cache: KVCache, position: jax.Array | int,
                     key_start: jax.Array | None = None, key_limit: int | None = None,
-                    logit_window: tuple[jax.Array, int] | None = None
-                    ) -> tuple[jax.Array, KVCache]:
+                    logit_window: tuple[jax.Array, int] | None = None,
+                    attention: str = "xla") -> tuple[jax.Array, KVCache]:
         """Logits for `tokens` placed at positions position.. using (and filling) the cache.
 
         Prefill is a call with the whole prompt at position 0; sampling then calls it with
@@ -201,6 +202,8 @@ class Transformer(nnx.Module):
             later slots are empty and masked anyway, so the logits are the same). None: all.
           logit_window: (start, width): logits of the ids [start, start + width) only (start an
             int32 scalar in [0, padded_vocab - width], width static). None: every id.
+          attention: "xla" or "pallas", how one-token steps attend to the cache
+            (`attention.DECODE_ATTENTION`; the same logits).
         Returns:
           (float32 [batch, steps, width or padded_vocab], updated cache).
         """
@@ -216,6 +219,6 @@ class Transformer(nnx.Module):
         new_cache = []
         for block, layer_cache in zip(self.blocks, cache):
             x, layer_cache = block.decode(x, bias, layer_cache, position, self.constrain,
-                                          key_start, key_limit)
+                                          key_start, key_limit, attention)
             new_cache.append(layer_cache)
         return self._logits(x, logit_window), tuple(new_cache)
