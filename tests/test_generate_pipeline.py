@@ -176,8 +176,10 @@ def test_cli_sampling_flags_reach_the_generation_config():
     args = cli.build_parser().parse_args(
         ["continue", "--prompt", "p.wav", "--out", "o", "--codec", "c", "--tokenizer", "t",
          "--temperatures", "0.5,0.7,0.9", "--top-k", "5", "--kv-cache", "int8",
-         "--weights", "int8", "--cache-phases", "3", "--fine-chunk-seconds", "1"])
+         "--weights", "int8", "--cache-phases", "3", "--fine-chunk-seconds", "1",
+         "--decode-attention", "pallas"])
     config = _config(args)
+    assert config.loop.attention == "pallas"
     assert config.loop.cache_phases == 3 and config.fine_chunk_s == 1.0
     assert config.loop.kv_cache == "int8" and config.coarse.temperature == 0.7
     assert config.loop.weights == "int8"
@@ -186,6 +188,7 @@ def test_cli_sampling_flags_reach_the_generation_config():
         ["continue", "--prompt", "p", "--out", "o", "--codec", "c", "--tokenizer", "t"]))
     assert default.loop.kv_cache == "compute" and default.loop.min_rows == 1  # CPU: no padding
     assert default.loop.weights == "compute" and default.fine_chunk_s is None  # the run's crop
+    assert default.loop.attention == "xla"
     assert _config(cli.build_parser().parse_args(
         ["generate", "--out", "o", "--codec", "c", "--tokenizer", "t", "--min-rows", "4"])).loop.min_rows == 4
 

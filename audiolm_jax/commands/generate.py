@@ -65,6 +65,13 @@ def _add_models(p: argparse.ArgumentParser) -> None:
                    help="decoding loops per sampling call, each reading only the filled part of "
                         "the KV cache: the same tokens, longer compiles (batch 1 on an H100: "
                         "1.95 -> 1.90 s with 4, docs/RESULTS.md session 23)")
+    # lm.attention.DECODE_ATTENTION, spelled out for the same reason.
+    s.add_argument("--decode-attention", choices=("xla", "pallas"), default="xla",
+                   help="pallas: each one-token step attends to the KV cache in one Pallas "
+                        "kernel that streams it once and reads only the filled slots "
+                        "(lm/decode_attention.py; the same values, summed in another order); "
+                        "meant for large batches, not yet timed on a GPU "
+                        "(sampling.DecodeLoop.attention)")
     s.add_argument("--fine-chunk-seconds", type=float, default=None,
                    help="stage 3's non-overlapping chunks (default: the fine run's training "
                         "crop, the paper's 3 s). Shorter chunks decode in fewer steps (1 s: "
@@ -124,7 +131,8 @@ def _config(args: argparse.Namespace):
                             fine_chunk_s=args.fine_chunk_seconds,   # None: the run's crop
                             loop=DecodeLoop(kv_cache=args.kv_cache, min_rows=_min_rows(args),
                                             weights=args.weights,
-                                            cache_phases=args.cache_phases))
+                                            cache_phases=args.cache_phases,
+                                            attention=args.decode_attention))
 
 
 def _min_rows(args: argparse.Namespace) -> int:
