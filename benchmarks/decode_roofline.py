@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import generate as bench  # noqa: E402
 from audiolm_jax.eval.run_info import command_line, machine_info, utc_now, write_json  # noqa: E402
 from audiolm_jax.generate import roofline, sampling  # noqa: E402
-from audiolm_jax.lm.attention import KV_CACHES  # noqa: E402
+from audiolm_jax.lm.attention import DECODE_ATTENTION, KV_CACHES  # noqa: E402
 from audiolm_jax.device_specs import HBM_BYTES_PER_SECOND, by_device_kind  # noqa: E402
 
 
@@ -47,6 +47,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--kv-cache", default="compute", choices=KV_CACHES,
                         help="KV-cache storage (sampling.DecodeLoop.kv_cache)")
+    parser.add_argument("--decode-attention", default="xla", choices=DECODE_ATTENTION,
+                        help="pallas: each step reads the cache only up to its position "
+                             "(sampling.DecodeLoop.attention)")
     parser.add_argument("--fine-max-batch", type=int, default=128)
     parser.add_argument("--fine-chunk-seconds", type=float, default=3.0,
                         help="stage 3's chunks, as generate.py's option of that name")
@@ -65,7 +68,8 @@ def main(argv=None) -> int:
                                     fine_max_batch=args.fine_max_batch,
                                     fine_chunk_s=args.fine_chunk_seconds,
                                     loop=sampling.DecodeLoop(cache_phases=args.cache_phases,
-                                                             kv_cache=args.kv_cache))
+                                                             kv_cache=args.kv_cache,
+                                                             attention=args.decode_attention))
     prompts = [bench._prompt(args.prompt_seconds, i) for i in range(args.batch)]
     with mock.patch.object(sampling, "_sample", _random_ids), sampling.record_calls() as calls:
         lm.continuation(prompts, args.seconds, seed=0)
@@ -81,11 +85,13 @@ def main(argv=None) -> int:
               "machine": machine_info(), "models": about, "device_kind": args.device_kind,
               "hbm_bytes_per_second": bandwidth, "batch": args.batch,
               "cache_phases": args.cache_phases, "kv_cache": args.kv_cache,
+              "decode_attention": args.decode_attention,
               "fine_chunk_seconds": args.fine_chunk_seconds,
               "prompt_seconds": args.prompt_seconds,
               "generated_seconds": args.seconds, "measured": args.measured,
               "loops": {stage: [{"rows": c.rows, "width": c.width, "num_tokens": c.num_tokens,
-                                 "cache_phases": c.cache_phases, "kv_cache": c.kv_cache}
+                                 "cache_phases": c.cache_phases, "kv_cache": c.kv_cache,
+                                 "attention": c.attention}
                                 for c in stage_calls]
                         for stage, stage_calls in by_stage.items()},
               "stages": stages, "decoding_hbm_bound_seconds": bound,

@@ -53,6 +53,14 @@ def test_decode_roofline_lists_the_loops_generate_runs(tmp_path):
     semantic = result["stages"]["semantic"]
     assert semantic["fraction_of_hbm_bound"] == semantic["hbm_bound_seconds"] / 0.5
     assert result["hbm_bytes_per_second"] == 4.8e12 and result["device_kind"] == "NVIDIA H200"
+    # The Pallas decode attention reads only up to each step's position: a lower roof.
+    pallas = tmp_path / "roofline_pallas.json"
+    assert decode_roofline.main(["--tiny", "--batch", "1", "--seconds", "1", "--cache-phases", "2",
+                                 "--decode-attention", "pallas", "--out", str(pallas)]) == 0
+    pallas = json.loads(pallas.read_text())
+    assert pallas["decode_attention"] == "pallas"
+    assert all(loop["attention"] == "pallas" for loops in pallas["loops"].values() for loop in loops)
+    assert pallas["decoding_hbm_bound_seconds"] < result["decoding_hbm_bound_seconds"]
 
 
 def test_xla_variants_probe_flags_and_name_unknown_variants(tmp_path):

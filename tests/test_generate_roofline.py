@@ -39,6 +39,11 @@ def test_bytes_and_flops_by_hand():
     assert DecodeCall(tied, rows=1, width=5, num_tokens=4, weights="int8").weight_bytes_per_step \
         == (2112 - 832) + 2 * 832
 
+    # The Pallas kernel: step t reads slots 0 .. width + t (6, 7, 8, 9), whatever the phases.
+    pallas = DecodeCall(CONFIG, rows=3, width=5, num_tokens=4, cache_phases=2, attention="pallas")
+    assert pallas.bytes_read() == 4 * weights + kv(6) + kv(7) + kv(8) + kv(9) < call.bytes_read()
+    assert pallas.flops() == sum(3 * (2 * 2112 + attention * s) for s in (6, 7, 8, 9))
+
     window = DecodeCall(CONFIG, rows=3, width=5, num_tokens=4, logit_width=8)
     assert window.weight_bytes_per_step == (2112 - 8 * 96) * 2   # 8 of 104 output columns
     assert window.flops() == 4 * 3 * (2 * (2112 - 8 * 96) + attention * 9)
@@ -59,10 +64,12 @@ def test_sample_records_its_loop_shapes():
         sample(model, prompts, 6, rng=jax.random.key(0), num_samples=2, cache_phases=3)
         sample(model, prompts[:1], 5, rng=jax.random.key(1), shape_buckets=1)
         sample(model, prompts[:1], 2, rng=jax.random.key(1), allowed=np.array([[3, 9], [9, 12]]))
+        sample(model, prompts[:1], 2, rng=jax.random.key(1), attention="pallas")
     sample(model, prompts, 2, rng=jax.random.key(2))                   # not recorded
     assert calls == [DecodeCall(CONFIG, rows=4, width=3, num_tokens=6, cache_phases=3),
                      DecodeCall(CONFIG, rows=1, width=4, num_tokens=8),   # bucketed: 3->4, 5->8
-                     DecodeCall(CONFIG, rows=1, width=3, num_tokens=2, logit_width=8)]
+                     DecodeCall(CONFIG, rows=1, width=3, num_tokens=2, logit_width=8),
+                     DecodeCall(CONFIG, rows=1, width=3, num_tokens=2, attention="pallas")]
     assert {c.model_id for c in calls} == {id(model)}
 
 

@@ -26,7 +26,8 @@ class DecodeCall:
     a KV cache stored as `kv_cache` (`DecodeLoop.kv_cache`) and weight matrices as `weights`
     (`DecodeLoop.weights`); `model_id`: `id()` of the model, to tell stages of one config apart;
     `logit_width`: the output projection's columns a step reads (None: all,
-    `sampling.logit_window_width`)."""
+    `sampling.logit_window_width`); `attention`: `DecodeLoop.attention` ("pallas" reads only
+    the slots up to each step's own position, "xla" those of its whole phase)."""
     config: TransformerConfig
     rows: int
     width: int
@@ -36,6 +37,7 @@ class DecodeCall:
     model_id: int = dataclasses.field(default=0, compare=False)
     weights: str = "compute"
     logit_width: int | None = None
+    attention: str = "xla"
 
     def _matmul_params(self) -> int:
         c = self.config
@@ -44,7 +46,10 @@ class DecodeCall:
         return matmul_params(c) - skipped
 
     def phase_slots(self) -> list[tuple[int, int]]:
-        """(steps, cache slots each of those steps reads) for every phase."""
+        """(steps, cache slots each of those steps reads) for every phase; with the Pallas
+        kernel, for every step (step t attends to slots 0 .. width + t)."""
+        if self.attention == "pallas":
+            return [(1, self.width + t + 1) for t in range(self.num_tokens)]
         return [(stop - start, self.width + stop)
                 for start, stop in cache_phase_bounds(self.num_tokens, self.cache_phases)]
 

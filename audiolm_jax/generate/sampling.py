@@ -348,7 +348,8 @@ def sample(model: Transformer, prompts: Sequence[np.ndarray], num_tokens: int, *
         # roofline imports this module: imported here, only while recording.
         from audiolm_jax.generate.roofline import DecodeCall  # noqa: PLC0415
         call = DecodeCall(model.config, len(prompts) * int(num_samples), width, steps,
-                          int(cache_phases), kv_cache, id(model), weights, logit_width)
+                          int(cache_phases), kv_cache, id(model), weights, logit_width,
+                          attention)
         for calls in _RECORDERS:
             calls.append(call)
     graphdef, state = nnx.split(model)
