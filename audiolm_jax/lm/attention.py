@@ -206,6 +206,22 @@ def cached_attention(query: jax.Array, cache: LayerCache, bias: jax.Array,
                       cache.value.astype(query.dtype))
 
 
+def decode_attention_xla(query: jax.Array, cache: LayerCache, bias: jax.Array,
+                         position: jax.Array, key_start: jax.Array | None,
+                         limit: int) -> jax.Array:
+    """`cached_attention` of queries at positions position, position + 1, ... against cache
+    slots [0, limit), keys after a query's position or before its row's `key_start` (int32
+    [batch], or None) masked: `SelfAttention.decode`'s XLA path."""
+    key_positions = jnp.arange(limit)
+    mask = causal_mask(position + jnp.arange(query.shape[1]), key_positions)
+    if key_start is not None:
+        mask = mask & (key_positions[None, :] >= key_start[:, None])[:, None, None, :]
+    scales = lambda s: None if s is None else s[:, :, :limit]  # noqa: E731
+    read = LayerCache(cache.key[:, :, :limit], cache.value[..., :limit],
+                      scales(cache.key_scale), scales(cache.value_scale))
+    return cached_attention(query, read, bias, mask)
+
+
 class SelfAttention(nnx.Module):
     """Multi-head causal self-attention with separate q/k/v/out projections (no biases, as T5)."""
 
@@ -311,7 +327,6 @@ class SelfAttention(nnx.Module):
                 write(cache.value, value_q, value_names, value_at),
                 write(cache.key_scale, scales_to_cache_layout(key_s), scale_names, key_at[:3]),
                 write(cache.value_scale, scales_to_cache_layout(value_s), scale_names, key_at[:3]))
-        query_positions = position + jnp.arange(x.shape[1])
         limit = cache.key.shape[2] if key_limit is None else int(key_limit)
         if bias.shape[-1] != limit:
             raise ValueError(f"decode: the bias covers {bias.shape[-1]} keys, expected {limit}")
@@ -323,12 +338,5 @@ class SelfAttention(nnx.Module):
             from audiolm_jax.lm.decode_attention import pallas_decode_attention  # noqa: PLC0415
             attended = pallas_decode_attention(query, cache, bias, position, key_start, limit)
             return self._output(attended), cache
-        key_positions = jnp.arange(limit)
-        mask = causal_mask(query_positions, key_positions)
-        if key_start is not None:
-            mask = mask & (key_positions[None, :] >= key_start[:, None])[:, None, None, :]
-        scales = lambda s: None if s is None else s[:, :, :limit]
-        read = LayerCache(cache.key[:, :, :limit], cache.value[..., :limit],
-                          scales(cache.key_scale), scales(cache.value_scale))
-        attended = cached_attention(query, read, bias, mask)
+        attended = decode_attention_xla(query, cache, bias, position, key_start, limit)
         return self._output(attended), cache

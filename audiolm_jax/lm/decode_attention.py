@@ -32,7 +32,7 @@ import numpy as np
 from jax import lax
 from jax.experimental import pallas as pl
 
-from audiolm_jax.lm.attention import _MASKED, LayerCache, cached_attention
+from audiolm_jax.lm.attention import _MASKED, LayerCache, cached_attention, decode_attention_xla
 from audiolm_jax.lm.pallas_launch import interpret_by_default, launch
 
 # More queries than this (a prefill) run through `cached_attention`: each query's program
@@ -208,14 +208,7 @@ def pallas_decode_attention(query: jax.Array, cache: LayerCache, bias: jax.Array
     limit = cache.key.shape[2] if key_limit is None else int(key_limit)
     start = (jnp.zeros((batch,), jnp.int32) if key_start is None
              else jnp.asarray(key_start, jnp.int32).reshape(batch))
-    position = jnp.broadcast_to(jnp.asarray(position, jnp.int32), (batch,))
     if not _applies(query, limit):
-        keys = jnp.arange(limit)
-        queries = position[:, None] + jnp.arange(query.shape[1])
-        mask = ((keys[None, None, :] <= queries[:, :, None])
-                & (keys[None, None, :] >= start[:, None, None]))[:, None]
-        scales = lambda x: None if x is None else x[:, :, :limit]  # noqa: E731
-        read = LayerCache(cache.key[:, :, :limit], cache.value[..., :limit],
-                          scales(cache.key_scale), scales(cache.value_scale))
-        return cached_attention(query, read, bias, mask)
+        return decode_attention_xla(query, cache, bias, position, start, limit)
+    position = jnp.broadcast_to(jnp.asarray(position, jnp.int32), (batch,))
     return _attend(query, cache, bias, start, position, None, limit, blocks, interpret)

@@ -41,8 +41,7 @@ from jax.experimental import pallas as pl
 
 from audiolm_jax.lm.band_grad_attention import band_bias_gradient, check_band_block
 from audiolm_jax.lm.kernel_sharding import per_shard
-from audiolm_jax.lm.pallas_launch import launch
-from audiolm_jax.lm.tpu_attention import target_platform
+from audiolm_jax.lm.pallas_launch import interpret_by_default, launch
 
 _LOG2E = math.log2(math.e)
 # Added to masked logits (base-2, f32): zeroes their softmax weight; finite, so no inf - inf.
@@ -297,7 +296,7 @@ def _prepare(query, key, value, band, block, blocks: Blocks, interpret: bool | N
     if any(s < 16 or s & (s - 1) for s in sizes):
         raise ValueError(f"pallas_bias_attention: tile sizes {sizes} must be powers of two >= 16")
     if interpret is None:
-        interpret = target_platform() != "gpu"
+        interpret = interpret_by_default()
     # Zero head columns change no logit; the value's come out as zero columns, dropped.
     padded_dim = max(16, pl.next_power_of_2(dim))
     pad = ((0, 0), (0, -length % max(sizes)), (0, 0), (0, padded_dim - dim))
