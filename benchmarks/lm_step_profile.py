@@ -5,7 +5,8 @@ buffers donated) of the paper-size Transformer at a stage's shape under ablation
 remove one cost, and profiles the baseline on the GPU, summing kernel time by category:
 
   baseline      the model as trained (dropout 0.1 with JAX's default PRNG, learned T5 bias)
-  rbg           dropout masks from the "rbg" PRNG instead of threefry
+  rbg           the step's keys from the "rbg" PRNG instead of threefry (the dropout masks
+                are hashed from either: audiolm_jax/dropout.py)
   no_dropout    dropout 0 (the cost of all dropout masks)
   frozen_bias   the relative bias outside the gradient (the cost of the bias gradient)
   no_bias       attention without any bias (the cost of the bias inside the attention kernel)

@@ -108,7 +108,8 @@ def main() -> int:
     p.add_argument("--mesh", default="data=-1", help="e.g. data=2 or fsdp=2 or data=1,fsdp=2")
     p.add_argument("--dropout", type=float, default=0.1, help="the paper's 0.1; 0 shows its cost")
     p.add_argument("--prng-impl", default=None, choices=("threefry2x32", "rbg", "unsafe_rbg"),
-                   help="jax_default_prng_impl for the dropout masks (default: JAX's threefry)")
+                   help="jax_default_prng_impl of the step's keys (default: JAX's threefry; the "
+                        "dropout masks are hashed from them: audiolm_jax/dropout.py)")
     p.add_argument("--attention", default="fast", choices=ATTENTION_PATHS,
                    help="fast: cuDNN flash with the bias; band_grad: the same without cuDNN's "
                         "bias gradient, the table's from a band (lm/band_grad_attention.py); "

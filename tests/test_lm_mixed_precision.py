@@ -1,10 +1,10 @@
-"""The LM's mixed-precision output projection and its 16-bit dropout masks."""
+"""The LM's mixed-precision output projection."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from audiolm_jax.lm.mixed_precision import dropout, dropout_keep_probability, einsum_f32_out
+from audiolm_jax.lm.mixed_precision import einsum_f32_out
 
 
 def _operands(dtype):
@@ -66,24 +66,3 @@ def test_bf16_backward_matmuls_read_no_f32_operand():
     # (the pullback also traces a forward einsum, which XLA drops as dead code)
     assert len(ours) >= 3 and all(d == ("bfloat16", "bfloat16") for d in ours), ours
     assert any("float32" in d for d in plain), plain   # the slow path this replaces
-
-
-def test_dropout_drops_its_rate_and_keeps_the_mean():
-    x = jnp.ones((400, 1000), jnp.float32)
-    y = dropout(x, 0.1, jax.random.key(3))
-    dropped = float(jnp.mean(y == 0))
-    # 4e5 draws: the standard error of the rate is 4.7e-4.
-    assert abs(dropped - 0.1) < 2.5e-3, dropped
-    np.testing.assert_allclose(float(jnp.mean(y)), 1.0, atol=5e-3)
-    kept = np.unique(np.asarray(y[y != 0]))
-    np.testing.assert_allclose(kept, [1.0 / dropout_keep_probability(0.1)], rtol=1e-6)
-    assert abs(dropout_keep_probability(0.1) - 0.9) < 1e-5
-
-
-def test_dropout_is_deterministic_per_key_and_off_without_one():
-    x = jax.random.normal(jax.random.key(0), (8, 64)).astype(jnp.bfloat16)
-    a, b = dropout(x, 0.1, jax.random.key(5)), dropout(x, 0.1, jax.random.key(5))
-    np.testing.assert_array_equal(a, b)
-    assert a.dtype == jnp.bfloat16
-    assert not np.array_equal(a, dropout(x, 0.1, jax.random.key(6)))
-    assert dropout(x, 0.1, None) is x and dropout(x, 0.0, jax.random.key(5)) is x

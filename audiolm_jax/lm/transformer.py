@@ -12,10 +12,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from audiolm_jax.dropout import dropout
 from audiolm_jax.lm.attention import (SPLIT_BIAS_PATHS, ActivationConstraint, LayerCache,
                                       SelfAttention, SplitBias)
 from audiolm_jax.lm.config import TransformerConfig
-from audiolm_jax.lm.mixed_precision import dropout, einsum_f32_out
+from audiolm_jax.lm.mixed_precision import einsum_f32_out
 from audiolm_jax.lm.params import logical_param
 from audiolm_jax.lm.relative_bias import RelativePositionBias
 from audiolm_jax.lm.sharding_hook import no_constraint

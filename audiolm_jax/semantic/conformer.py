@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from audiolm_jax.dropout import dropout
 from audiolm_jax.semantic import draws
 
 _NEG_INF = -1e9
@@ -52,14 +53,6 @@ def layer_norm(features: int, *, rngs: nnx.Rngs, name: str | None = "embed") -> 
         features, epsilon=1e-6, dtype=jnp.float32, param_dtype=jnp.float32,
         scale_init=partitioned(nnx.initializers.ones_init(), (name,)),
         bias_init=partitioned(nnx.initializers.zeros_init(), (name,)), rngs=rngs)
-
-
-def dropout(x: jnp.ndarray, rate: float, key: jax.Array | None) -> jnp.ndarray:
-    """Inverted dropout; identity when `key` is None (evaluation) or `rate` is 0."""
-    if key is None or rate <= 0.0:
-        return x
-    keep = draws.bernoulli(key, 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
 
 def _split(key: jax.Array | None, n: int) -> list[jax.Array | None]:

@@ -35,12 +35,12 @@ import jax.numpy as jnp
 from flax import nnx
 
 from audiolm_jax.audio.features import LogMelConfig, log_mel
+from audiolm_jax.dropout import dropout
 from audiolm_jax.semantic.conformer import (
     KERNEL_INIT,
     ConformerBlock,
     ConformerConfig,
     dense,
-    dropout,
     layer_norm,
     partitioned,
 )
