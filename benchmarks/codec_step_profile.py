@@ -91,8 +91,8 @@ def loss_flops(objective, audio_shape: tuple[int, int], phase: str) -> float:
     cfg = objective.loss_config
 
     def reconstruction(gan, batch):   # the generator loss before the discriminators start
-        _, _, reconstruction, _, out = objective.reconstruction_terms(gan, batch, key)
-        return cfg.reconstruction_weight * reconstruction + out.commitment_loss
+        _, _, spectral, out = objective.reconstruction_terms(gan, batch, key)
+        return cfg.reconstruction_weight * spectral + out.commitment_loss
 
     def objective_loss(method):
         return lambda gan, batch: method(gan, batch, key, 10**9)[0]

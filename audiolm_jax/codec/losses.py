@@ -7,7 +7,7 @@ The trainer's GAN objective calls two pure, jit-able functions:
 - `discriminator_losses(discriminators, wav, reconstructed)` -> (loss, metrics); differentiate it
   w.r.t. the discriminators' params.
 
-Generator total = w_rec * (L_rec + w_wave * L1(x, y)) + commitment
+Generator total = w_rec * L_rec + commitment
                 + adversarial_weight * (w_adv * L_adv + w_feat * L_feat)
 with the paper's w_rec=1, w_adv=1, w_feat=100 (`CodecLossConfig`, gin). `adversarial_weight` is a
 runtime factor for schedules (e.g. 0 during a reconstruction-only warm-up; a Python 0 skips the
@@ -41,9 +41,6 @@ class CodecLossConfig:
     spectral_windows: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048)  # 2^6 .. 2^11
     n_mels: int = 64
     log_floor: float = 1e-5
-    # EnCodec's time-domain term, weight x mean |x - y| over samples; SoundStream has none (0).
-    # The spectral loss leaves the phase free, which PESQ and STOI punish in short runs.
-    waveform_weight: float = 0.0
 
 
 def hinge_discriminator_loss(real_logits: Sequence[jax.Array],
@@ -94,21 +91,6 @@ def multi_scale_spectral_loss(target: jax.Array, estimate: jax.Array, *, sample_
     return total
 
 
-def reconstruction_loss(target: jax.Array, estimate: jax.Array, sample_rate: int,
-                        config: CodecLossConfig) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """The generator's reconstruction term: the multi-scale spectral loss, plus
-    `waveform_weight` x mean |target - estimate| when that weight is not 0. `[batch, samples]`
-    each -> (scalar, {"spectral": ..., "waveform_l1": ...} (the latter only when weighted))."""
-    spectral = multi_scale_spectral_loss(
-        target, estimate, sample_rate=sample_rate, windows=config.spectral_windows,
-        n_mels=config.n_mels, log_floor=config.log_floor)
-    if config.waveform_weight == 0:
-        return spectral, {"spectral": spectral}
-    waveform = jnp.mean(jnp.abs(target.astype(jnp.float32) - estimate.astype(jnp.float32)))
-    return spectral + config.waveform_weight * waveform, {"spectral": spectral,
-                                                          "waveform_l1": waveform}
-
-
 def generator_losses(model: SoundStream, discriminators: CodecDiscriminators, wav: jax.Array,
                      rng: jax.Array, train: bool = True, adversarial_weight=1.0,
                      config: CodecLossConfig | None = None):
@@ -120,10 +102,12 @@ def generator_losses(model: SoundStream, discriminators: CodecDiscriminators, wa
     config = config or CodecLossConfig()
     out = model(wav, train=train, rng=rng)
     reconstructed = out.reconstructed
-    reconstruction, parts = reconstruction_loss(wav, reconstructed, model.sample_rate, config)
+    reconstruction = multi_scale_spectral_loss(
+        wav, reconstructed, sample_rate=model.sample_rate, windows=config.spectral_windows,
+        n_mels=config.n_mels, log_floor=config.log_floor)
     total = config.reconstruction_weight * reconstruction + out.commitment_loss
     metrics = {"loss/reconstruction": reconstruction, "loss/commitment": out.commitment_loss,
-               **{f"loss/{name}": value for name, value in parts.items()}, **out.metrics}
+               **out.metrics}
     skip_adversarial = isinstance(adversarial_weight, (int, float)) and adversarial_weight == 0
     if not skip_adversarial:
         real = discriminators(wav)

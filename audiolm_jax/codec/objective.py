@@ -37,7 +37,6 @@ from audiolm_jax.codec.losses import (
     hinge_discriminator_loss,
     hinge_generator_loss,
     multi_scale_spectral_loss,
-    reconstruction_loss,
 )
 from audiolm_jax.codec.soundstream import SoundStream, SoundStreamConfig
 from audiolm_jax.codec.spectral import mel_spectrogram
@@ -151,25 +150,24 @@ class CodecObjective(Objective):
         return loss, {"real_logits": mean_logit(real_logits), "fake_logits": mean_logit(fake_logits)}
 
     def reconstruction_terms(self, model: CodecGAN, batch, rng):
-        """The generator's forward (train=True: updates the RVQ state) and its reconstruction
-        loss (`losses.reconstruction_loss`): (frame-aligned input, masked reconstruction,
-        reconstruction loss, its parts {spectral, waveform_l1}, generator output, which carries
-        the commitment loss). Before the discriminators start, the generator loss is
-        reconstruction_weight x reconstruction loss + commitment loss."""
+        """The generator's forward (train=True: updates the RVQ state) and its multi-scale
+        spectral loss: (frame-aligned input, masked reconstruction, spectral loss, generator
+        output, which carries the commitment loss). Before the discriminators start, the
+        generator loss is reconstruction_weight x spectral loss + commitment loss."""
         cfg = self.loss_config
         wav, mask = frame_aligned_audio(batch, model.generator.hop_length)
         out = model.generator(wav, train=True, rng=rng)
         reconstructed = out.reconstructed * mask
-        reconstruction, parts = reconstruction_loss(wav, reconstructed,
-                                                    model.generator.sample_rate, cfg)
-        return wav, reconstructed, reconstruction, parts, out
+        reconstruction = multi_scale_spectral_loss(
+            wav, reconstructed, sample_rate=model.generator.sample_rate,
+            windows=cfg.spectral_windows, n_mels=cfg.n_mels, log_floor=cfg.log_floor)
+        return wav, reconstructed, reconstruction, out
 
     def generator_loss(self, model: CodecGAN, batch, rng, step):
         """Spectral reconstruction + commitment (+ adversarial and feature matching once the
         discriminators have started). Updates the RVQ state (train=True)."""
         cfg = self.loss_config
-        wav, reconstructed, reconstruction, parts, out = self.reconstruction_terms(model, batch,
-                                                                                   rng)
+        wav, reconstructed, reconstruction, out = self.reconstruction_terms(model, batch, rng)
 
         def adversarial_terms():
             real = self._discriminate(model, wav)
@@ -189,8 +187,7 @@ class CodecObjective(Objective):
         total = (cfg.reconstruction_weight * reconstruction + out.commitment_loss
                  + cfg.adversarial_weight * adversarial + cfg.feature_matching_weight * feature)
         metrics = {"reconstruction": reconstruction, "commitment": out.commitment_loss,
-                   "adversarial": adversarial, "feature_matching": feature, **parts,
-                   **out.metrics}
+                   "adversarial": adversarial, "feature_matching": feature, **out.metrics}
         return total, metrics
 
     # --- evaluation ---------------------------------------------------------------------------
