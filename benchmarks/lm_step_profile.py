@@ -8,6 +8,8 @@ remove one cost, and profiles the baseline on the GPU, summing kernel time by ca
   rbg           the step's keys from the "rbg" PRNG instead of threefry (the dropout masks
                 are hashed from either: audiolm_jax/dropout.py)
   no_dropout    dropout 0 (the cost of all dropout masks)
+  bits_dropout  masks from 16 jax.random bits per element, the implementation before the
+                hashed masks (session 29): what the hash saves
   frozen_bias   the relative bias outside the gradient (the cost of the bias gradient)
   no_bias       attention without any bias (the cost of the bias inside the attention kernel)
   split         the "split" attention path (the bias on a 128-wide band in XLA, the rest
@@ -20,6 +22,8 @@ model for the timing only. MFU uses the PaLM-style count of `audiolm_jax.lm.flop
 
     python3 benchmarks/lm_step_profile.py --stage stage2 --out results/lm_step_profile.json
     python3 benchmarks/lm_step_profile.py --tiny --variants baseline no_dropout   # CPU smoke
+    python3 benchmarks/lm_step_profile.py --batch 1 --length 512 --steps 3 --no-profile \
+        --variants baseline bits_dropout no_dropout        # paper size, short: the CPU proxy
 """
 from __future__ import annotations
 
@@ -45,6 +49,7 @@ from flax import nnx  # noqa: E402
 
 from audiolm_jax.device_specs import peak_flops_per_device  # noqa: E402
 from audiolm_jax.lm import attention as attention_module  # noqa: E402
+from audiolm_jax.lm import transformer as transformer_module  # noqa: E402
 from audiolm_jax.lm import relative_bias as bias_module  # noqa: E402
 from audiolm_jax.lm.flops import flops_per_token  # noqa: E402
 from audiolm_jax.lm.loss import lm_loss  # noqa: E402
@@ -52,7 +57,18 @@ from audiolm_jax.lm.transformer import Transformer  # noqa: E402
 from kernel_trace import kernel_summary  # noqa: E402
 from train_stage import STAGES, paper_config  # noqa: E402
 
-VARIANTS = ("baseline", "rbg", "no_dropout", "frozen_bias", "no_bias", "split")
+VARIANTS = ("baseline", "rbg", "no_dropout", "bits_dropout", "frozen_bias", "no_bias", "split")
+
+
+def bits_dropout(x, rate, key):
+    """Dropout as before session 29: a mask of 16 random bits per element, which XLA
+    materialises, and autodiff saves as a boolean residual."""
+    if key is None or rate == 0.0:
+        return x
+    drop = round(rate * 2 ** 16)
+    keep = jax.random.bits(key, x.shape, jnp.uint16) >= drop
+    scaled = (x.astype(jnp.float32) / (1.0 - drop / 2 ** 16)).astype(x.dtype)
+    return jnp.where(keep, scaled, jnp.zeros_like(x))
 
 
 @contextlib.contextmanager
@@ -64,7 +80,9 @@ def patched(variant: str):
         saved.append((module, name, getattr(module, name)))
         setattr(module, name, value)
 
-    if variant == "frozen_bias":
+    if variant == "bits_dropout":
+        patch(transformer_module, "dropout", bits_dropout)
+    elif variant == "frozen_bias":
         cls = bias_module.RelativePositionBias
         call, square = cls.__call__, cls.square
         patch(cls, "__call__", lambda self, q, k: jax.lax.stop_gradient(call(self, q, k)))
@@ -140,6 +158,7 @@ def time_variant(variant, config, batch, length, prefix, steps, profile_dir=None
            "dropout": config.dropout_rate, "ms_per_step": 1e3 * seconds,
            "tokens_per_s": tokens_per_s, "loss": float(loss),
            "xla_flops_per_step": float((cost or {}).get("flops", float("nan"))),
+           "xla_bytes_accessed_per_step": float((cost or {}).get("bytes accessed", float("nan"))),
            "model_flops_per_step": flops_per_token(config, length) * batch * length}
     if memory is not None:
         row["temp_gib"] = memory.temp_size_in_bytes / 2**30
@@ -154,6 +173,8 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=None, help="default 32 for stage 1, else 16")
     p.add_argument("--variants", nargs="*", default=list(VARIANTS),
                    help=f"any of {VARIANTS} or batch_<n>")
+    p.add_argument("--length", type=int, default=None,
+                   help="sequence length instead of the stage's (its prefix scaled with it)")
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--remat", default="none")
     p.add_argument("--no-profile", action="store_true")
@@ -164,6 +185,8 @@ def main() -> int:
     length, prefix = STAGES[args.stage]
     if args.tiny:
         length, prefix = length // 10, prefix // 10
+    if args.length:
+        length, prefix = args.length, prefix * args.length // length
     batch = args.batch or (32 if args.stage == "stage1" else 16)
     config = paper_config(args.tiny, args.remat)
     out = {"command": " ".join(["python3", "benchmarks/lm_step_profile.py", *sys.argv[1:]]),

@@ -15,12 +15,16 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import kernel_trace  # noqa: E402
 import lm_step_profile as prof  # noqa: E402
-from audiolm_jax.lm import attention, relative_bias  # noqa: E402
+from audiolm_jax.lm import attention, relative_bias, transformer  # noqa: E402
 
 
 def test_ablations_patch_only_inside_the_block():
     call = relative_bias.RelativePositionBias.__call__
     fast = attention.fast_causal_attention
+    hashed = transformer.dropout
+    with prof.patched("bits_dropout"):
+        assert transformer.dropout is prof.bits_dropout
+    assert transformer.dropout is hashed
     with prof.patched("frozen_bias"):
         assert relative_bias.RelativePositionBias.__call__ is not call
     with prof.patched("no_bias"):
@@ -46,12 +50,17 @@ def test_frozen_bias_has_no_bias_gradient_and_no_bias_ignores_it():
 
 def test_every_variant_times_a_tiny_step():
     config = prof.paper_config(tiny=True, remat="none")
+    rows = {}
     for variant in prof.VARIANTS:
         row = prof.time_variant(variant, config, batch=2, length=16, prefix=4, steps=1)
         assert row["ms_per_step"] > 0 and np.isfinite(row["loss"]), row
         assert row["dropout"] == (0.0 if variant == "no_dropout" else 0.1)
         assert row["prng_impl"] == ("rbg" if variant == "rbg" else "threefry2x32")
+        rows[variant] = row
     jax.config.update("jax_default_prng_impl", "threefry2x32")
+    # XLA's cost model: the random-bit masks move more bytes than the hashed ones
+    bytes_of = {v: rows[v]["xla_bytes_accessed_per_step"] for v in ("baseline", "bits_dropout")}
+    assert bytes_of["bits_dropout"] > bytes_of["baseline"], bytes_of
 
 
 def test_kernel_summary_sums_device_kernels_by_category(tmp_path):
