@@ -13,8 +13,9 @@ OUT_DIR=$1; mkdir -p "$OUT_DIR"; L=$OUT_DIR/decode_sweep.log
 timeout 120 python3 benchmarks/decode_attention_layouts.py --batch-sizes 64 --layouts bhkd_vt pallas \
   --kv-cache int8 --out "$OUT_DIR/dal_int8.json" >> "$L" 2>&1
 echo "layouts rc=$? t=$SECONDS" >> "$L"
-for cfg in "--block-keys 64" "--block-keys 256" "--block-keys 128 --num-warps 8" \
-           "--block-keys 64 --num-warps 2"; do
+for cfg in "--block-keys 128 --num-warps 4" "--block-keys 32 --num-warps 1" \
+           "--block-keys 32 --num-warps 2" "--block-keys 64 --num-warps 1" \
+           "--block-keys 64 --num-warps 2 --num-stages 3"; do
   timeout 60 python3 benchmarks/decode_attention_layouts.py --batch-sizes 64 --layouts pallas \
     --kv-cache int8 $cfg --out /tmp/decode_attention_sweep.json >> "$L" 2>&1
   echo "layouts $cfg rc=$? t=$SECONDS" >> "$L"

@@ -42,11 +42,11 @@ MAX_QUERIES = 8
 
 class DecodeBlocks(NamedTuple):
     """Keys per block (a power of two, capped at the largest power of two <= the key count) and
-    Triton's launch parameters. Untimed defaults: a block's keys and values (128 x 64 each, f32
-    once converted) come to 64 registers a thread per operand at 4 warps; to be swept on a GPU
-    (benchmarks/decode_attention_layouts.py --block-keys --num-warps --num-stages)."""
-    keys: int = 128
-    num_warps: int = 4
+    Triton's launch parameters. The fastest of a sweep on one H100 at batch 64, int8 cache
+    (benchmarks/decode_attention_sweep.sh; docs/RESULTS.md, session 30): 64 keys and 2 warps,
+    2226 us for 12 layers against 4475 us at 128 keys and 4 warps (XLA: 2045 us)."""
+    keys: int = 64
+    num_warps: int = 2
     num_stages: int = 2
 
 
