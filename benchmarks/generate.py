@@ -125,7 +125,7 @@ def profile_call(lm: AudioLM, prompts, seconds: float, steps: dict[str, int]) ->
         with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
             lm.continuation(prompts, seconds, seed=0)
         wall = time.perf_counter() - start
-        summary = kernel_summary(trace_dir, steps=1, top=15)
+        summary = kernel_summary(trace_dir, steps=1, top=30)
     tokens = sum(steps.values())
     if "kernels_per_step" in summary:
         summary["kernels_per_token"] = summary["kernels_per_step"] / tokens
