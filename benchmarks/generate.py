@@ -45,7 +45,7 @@ from audiolm_jax.codec.soundstream import SoundStream  # noqa: E402
 from audiolm_jax.config import resolve_gin_file  # noqa: E402
 from audiolm_jax.device_specs import hbm_bandwidth  # noqa: E402
 from audiolm_jax.eval.run_info import command_line, machine_info, utc_now, write_json  # noqa: E402
-from audiolm_jax.generate.pipeline import AudioLM, GenerationConfig  # noqa: E402
+from audiolm_jax.generate.pipeline import STAGE_SPAN, AudioLM, GenerationConfig  # noqa: E402
 from audiolm_jax.generate.roofline import DecodeCall, stage_roofline  # noqa: E402
 from audiolm_jax.generate.sampling import DecodeLoop, record_calls  # noqa: E402
 from audiolm_jax.gin_reader import dataclass_from_gin  # noqa: E402
@@ -125,11 +125,15 @@ def profile_call(lm: AudioLM, prompts, seconds: float, steps: dict[str, int]) ->
         with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
             lm.continuation(prompts, seconds, seed=0)
         wall = time.perf_counter() - start
-        summary = kernel_summary(trace_dir, steps=1, top=30)
+        summary = kernel_summary(trace_dir, steps=1, top=30, span_prefix=STAGE_SPAN)
     tokens = sum(steps.values())
     if "kernels_per_step" in summary:
         summary["kernels_per_token"] = summary["kernels_per_step"] / tokens
         summary["kernel_ms_per_token"] = summary["device_ms_per_step"] / tokens
+    for stage, span in summary.get("by_span", {}).items():   # the decoding stages' own steps
+        if steps.get(stage):
+            span["kernels_per_decoding_step"] = span["kernels_per_step"] / steps[stage]
+            span["kernel_ms_per_decoding_step"] = span["device_ms_per_step"] / steps[stage]
     summary["wall_seconds_traced"] = wall
     return summary
 

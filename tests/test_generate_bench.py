@@ -34,6 +34,8 @@ def test_tiny_run_writes_the_judged_keys(tmp_path):
     assert all(v["gbytes_read"] > 0 and v["tflops"] > 0 for v in roofline.values())
     assert result["hbm_bytes_per_second"] is None          # a CPU: no bound is claimed
     assert "kernels_per_step" in run["kernels"] and run["kernels"]["wall_seconds_traced"] > 0
+    # The pipeline's stage spans reach the trace (no device kernels on a CPU to put in them).
+    assert set(run["kernels"]["by_span"]) == {"tokenize", "semantic", "coarse", "fine", "decode"}
 
 
 def test_decode_roofline_lists_the_loops_generate_runs(tmp_path):

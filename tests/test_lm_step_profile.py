@@ -84,3 +84,30 @@ def test_kernel_summary_sums_device_kernels_by_category(tmp_path):
                                                  "fusion (elementwise)": 0.5,
                                                  "convolution (cuDNN)": 0.3,
                                                  "fft (cuFFT)": 0.125}
+
+
+def test_kernel_summary_attributes_kernels_to_the_host_span_they_start_in(tmp_path):
+    events = [
+        {"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "/device:GPU:0"}},
+        {"ph": "M", "name": "process_name", "pid": 2, "args": {"name": "/host:CPU"}},
+        {"ph": "X", "pid": 2, "name": "audiolm/coarse", "ts": 100, "dur": 100},
+        {"ph": "X", "pid": 2, "name": "audiolm/fine", "ts": 200, "dur": 50},
+        {"ph": "X", "pid": 2, "name": "other/host_span", "ts": 0, "dur": 1000},
+        {"ph": "X", "pid": 1, "name": "gemm_a", "ts": 100, "dur": 2000},      # coarse (its start)
+        {"ph": "X", "pid": 1, "name": "loop_fusion", "ts": 199, "dur": 4000},  # coarse
+        {"ph": "X", "pid": 1, "name": "gemm_b", "ts": 200, "dur": 1000},      # fine
+        {"ph": "X", "pid": 1, "name": "gemm_c", "ts": 250, "dur": 500},       # after both spans
+        {"ph": "X", "pid": 1, "name": "gemm_d", "ts": 50, "dur": 500},        # before both
+    ]
+    (tmp_path / "plugins").mkdir()
+    with gzip.open(tmp_path / "plugins" / "x.trace.json.gz", "wt") as f:
+        json.dump({"traceEvents": events}, f)
+    summary = kernel_trace.kernel_summary(str(tmp_path), steps=1, span_prefix="audiolm/")
+    assert summary["kernels_per_step"] == 5 and summary["device_ms_per_step"] == 8.0
+    spans = summary["by_span"]
+    assert set(spans) == {"coarse", "fine"}
+    assert spans["coarse"]["kernels_per_step"] == 2 and spans["coarse"]["device_ms_per_step"] == 6.0
+    assert spans["coarse"]["ms_per_step_by_category"] == {"fusion (elementwise)": 4.0,
+                                                         "matmul (cuBLAS/cutlass)": 2.0}
+    assert spans["fine"]["top_kernels_ms_per_step"] == {"gemm_b": 1.0}
+    assert "by_span" not in kernel_trace.kernel_summary(str(tmp_path), steps=1)

@@ -18,6 +18,7 @@ non-overlapping `fine_chunk_s` chunks of the generated frames, all in one batch.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -32,6 +33,21 @@ from audiolm_jax.generate.stages import generate_coarse, generate_fine, generate
 from audiolm_jax.generate.timing import TokenRates
 from audiolm_jax.lm.layouts import AudioVocabulary, dedup_consecutive
 from audiolm_jax.lm.transformer import Transformer
+
+
+# Each stage runs inside a profiler span of this name + the stage (`timing` keys):
+# benchmarks/generate.py --profile sums the device kernels per stage from them.
+STAGE_SPAN = "audiolm/"
+
+
+@contextlib.contextmanager
+def _stage(timing: dict, name: str):
+    """Wall seconds of a stage into `timing[name]` (its results are host arrays, so its device
+    work is done when it returns), inside the profiler span `STAGE_SPAN + name`."""
+    start = time.perf_counter()
+    with jax.profiler.TraceAnnotation(STAGE_SPAN + name):
+        yield
+    timing[name] = time.perf_counter() - start
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,37 +175,48 @@ class AudioLM:
         codes = encode_batch(self.codec, wavs, sample_rate=self.rates.sample_rate)
         return semantic, codes
 
+    def _semantic(self, prompts: list[np.ndarray], seconds: float, rate: float,
+                  rng: jax.Array, num_samples: int, timing: dict) -> list[np.ndarray]:
+        """Stage 1: `seconds` of semantic ids at `rate` (deduplicated ids per second) after
+        each prompt's ids."""
+        with _stage(timing, "semantic"):
+            return generate_semantic(
+                self.semantic_model, self.vocab, prompts, self.rates.semantic_tokens(seconds, rate),
+                rng=jax.random.fold_in(rng, 1), config=self.config.semantic,
+                num_samples=num_samples,
+                window=self.rates.semantic_tokens(self.config.window_seconds("semantic_window_s"),
+                                                  self.rates.semantic_hz),
+                loop=self.config.loop)
+
     def _acoustic(self, semantic: list[np.ndarray] | None, known: np.ndarray, total_frames: int,
                   rng: jax.Array, num_samples: int, seconds: dict) -> np.ndarray:
         """Stages 2 and 3 after `known` [rows, F0, Q] frames -> codes [rows*S, total, Q]
         (semantic None: the acoustic-only model in place of stage 2)."""
-        config, start = self.config, time.perf_counter()
-        coarse = generate_coarse(
-            self.coarse_model, self.vocab, semantic, known, total_frames, self.num_coarse,
-            rng=jax.random.fold_in(rng, 2), config=config.coarse,
-            window_frames=self.rates.acoustic_frames(config.window_seconds("coarse_window_s")),
-            num_samples=num_samples, loop=config.loop)
-        seconds["coarse"] = time.perf_counter() - start
+        config = self.config
+        with _stage(seconds, "coarse"):
+            coarse = generate_coarse(
+                self.coarse_model, self.vocab, semantic, known, total_frames, self.num_coarse,
+                rng=jax.random.fold_in(rng, 2), config=config.coarse,
+                window_frames=self.rates.acoustic_frames(config.window_seconds("coarse_window_s")),
+                num_samples=num_samples, loop=config.loop)
         prompt_frames = known.shape[1]
         known = np.repeat(np.asarray(known, np.int32), num_samples, axis=0)
         if self.fine_model is None or prompt_frames == total_frames:
             fine_new = np.zeros((coarse.shape[0], total_frames - prompt_frames, 0), np.int32)
         else:
-            start = time.perf_counter()
-            fine_new = generate_fine(
-                self.fine_model, self.vocab, coarse[:, prompt_frames:], self.num_coarse,
-                rng=jax.random.fold_in(rng, 3), config=config.fine,
-                chunk_frames=self.rates.acoustic_frames(config.window_seconds("fine_chunk_s")),
-                max_batch=config.fine_max_batch, loop=config.loop)
-            seconds["fine"] = time.perf_counter() - start
+            with _stage(seconds, "fine"):
+                fine_new = generate_fine(
+                    self.fine_model, self.vocab, coarse[:, prompt_frames:], self.num_coarse,
+                    rng=jax.random.fold_in(rng, 3), config=config.fine,
+                    chunk_frames=self.rates.acoustic_frames(config.window_seconds("fine_chunk_s")),
+                    max_batch=config.fine_max_batch, loop=config.loop)
         new = np.concatenate([coarse[:, prompt_frames:], fine_new], axis=2)
         return np.concatenate([known, new], axis=1)
 
     def _finish(self, codes: np.ndarray, semantic, prompt_frames: int, num_samples: int,
                 seconds: dict, notes=()) -> Generation:
-        start = time.perf_counter()
-        wavs = decode_batch(self.codec, codes)
-        seconds["decode"] = time.perf_counter() - start
+        with _stage(seconds, "decode"):
+            wavs = decode_batch(self.codec, codes)
         return Generation(wavs, codes, list(semantic), prompt_frames, self.rates.sample_rate,
                           self.rates.samples_per_frame, num_samples, seconds, list(notes))
 
@@ -218,24 +245,15 @@ class AudioLM:
         wavs, notes = self._prompt_batch(prompts)
         if self.acoustic_only:
             return self._acoustic_only_continuation(wavs, seconds, num_samples, rng, timing, notes)
-        start = time.perf_counter()
-        semantic_ids, codes = self.tokenize(wavs)
-        timing["tokenize"] = time.perf_counter() - start
+        with _stage(timing, "tokenize"):
+            semantic_ids, codes = self.tokenize(wavs)
         prompt_frames = min(codes.shape[1], semantic_ids.shape[1] * self.rates.frames_per_semantic)
         codes = codes[:, :prompt_frames]
         prompt_seconds = wavs.shape[1] / self.rates.sample_rate
         semantic_prompts = [self._dedup(row) for row in semantic_ids]
         rate = self.config.semantic_tokens_per_second or float(
             np.mean([row.size for row in semantic_prompts]) / prompt_seconds)
-        start = time.perf_counter()
-        semantic = generate_semantic(
-            self.semantic_model, self.vocab, semantic_prompts,
-            self.rates.semantic_tokens(seconds, rate), rng=jax.random.fold_in(rng, 1),
-            config=self.config.semantic, num_samples=num_samples,
-            window=self.rates.semantic_tokens(self.config.window_seconds("semantic_window_s"),
-                                              self.rates.semantic_hz),
-            loop=self.config.loop)
-        timing["semantic"] = time.perf_counter() - start
+        semantic = self._semantic(semantic_prompts, seconds, rate, rng, num_samples, timing)
         total = prompt_frames + self.rates.acoustic_frames(seconds)
         codes = self._acoustic(semantic, np.repeat(codes, num_samples, axis=0), total, rng, 1,
                                timing)
@@ -244,9 +262,8 @@ class AudioLM:
     def _acoustic_only_continuation(self, wavs: np.ndarray, seconds: float, num_samples: int,
                                     rng: jax.Array, timing: dict, notes) -> Generation:
         """The baseline: the prompt's codes, continued by the acoustic-only model, stage 3."""
-        start = time.perf_counter()
-        codes = encode_batch(self.codec, wavs, sample_rate=self.rates.sample_rate)
-        timing["tokenize"] = time.perf_counter() - start
+        with _stage(timing, "tokenize"):
+            codes = encode_batch(self.codec, wavs, sample_rate=self.rates.sample_rate)
         # Prompts are whole semantic frames long, as in AudioLM's continuation: same boundary.
         prompt_frames = min(codes.shape[1], wavs.shape[1] // self.rates.samples_per_frame)
         codes = codes[:, :prompt_frames]
@@ -267,15 +284,8 @@ class AudioLM:
             return self._finish(codes, [np.zeros(0, np.int32)] * num_samples, 0, num_samples,
                                 timing)
         rate = self.config.semantic_tokens_per_second or self.config.unconditional_semantic_rate
-        start = time.perf_counter()
-        semantic = generate_semantic(
-            self.semantic_model, self.vocab, [np.zeros(0, np.int32)],
-            self.rates.semantic_tokens(seconds, rate), rng=jax.random.fold_in(rng, 1),
-            config=self.config.semantic, num_samples=num_samples,
-            window=self.rates.semantic_tokens(self.config.window_seconds("semantic_window_s"),
-                                              self.rates.semantic_hz),
-            loop=self.config.loop)
-        timing["semantic"] = time.perf_counter() - start
+        semantic = self._semantic([np.zeros(0, np.int32)], seconds, rate, rng, num_samples,
+                                  timing)
         known = np.zeros((num_samples, 0, self.vocab.num_quantizers), np.int32)
         codes = self._acoustic(semantic, known, self.rates.acoustic_frames(seconds), rng, 1,
                                timing)
@@ -319,11 +329,11 @@ class AudioLM:
         Generation's wavs are one array): inputs of several durations are cut to the shortest,
         as prompts are, with a note in `notes`; call once per file to keep each whole."""
         batch, notes = self._prompt_batch(wavs)
-        start = time.perf_counter()
-        semantic_ids = np.asarray(self.tokenizer.tokenize(batch), np.int32)
-        tokenize = time.perf_counter() - start
+        timing = {}
+        with _stage(timing, "tokenize"):
+            semantic_ids = np.asarray(self.tokenizer.tokenize(batch), np.int32)
         out = self.acoustic(list(semantic_ids), num_samples=num_samples, seed=seed)
-        out.seconds = {"tokenize": tokenize, **out.seconds}
+        out.seconds = {**timing, **out.seconds}
         out.notes = notes
         return out
 
