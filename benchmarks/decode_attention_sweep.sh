@@ -8,19 +8,18 @@
 # Writes OUT_DIR/decode_sweep.log (every figure printed), OUT_DIR/dal_int8.json and
 # OUT_DIR/gen_b64_pallas.json. ~7 min on an H100 (the continuation compiles for ~4 min).
 set -u
-OUT_DIR=$1; mkdir -p "$OUT_DIR"; L=$OUT_DIR/decode_sweep.log
-{ nvidia-smi --query-gpu=name,memory.total --format=csv 2> /dev/null; date -u; } > "$L"
-timeout 120 python3 benchmarks/decode_attention_layouts.py --batch-sizes 64 --layouts bhkd_vt pallas \
-  --kv-cache int8 --out "$OUT_DIR/dal_int8.json" >> "$L" 2>&1
-echo "layouts rc=$? t=$SECONDS" >> "$L"
+OUT_DIR=$1
+# shellcheck source-path=SCRIPTDIR source=run_log.sh
+. "$(dirname "$0")/run_log.sh"
+log_begin "$OUT_DIR/decode_sweep.log"
+run layouts 120 python3 benchmarks/decode_attention_layouts.py --batch-sizes 64 \
+  --layouts bhkd_vt pallas --kv-cache int8 --out "$OUT_DIR/dal_int8.json"
 for cfg in "--block-keys 128 --num-warps 4" "--block-keys 32 --num-warps 1" \
            "--block-keys 32 --num-warps 2" "--block-keys 64 --num-warps 1" \
            "--block-keys 64 --num-warps 2 --num-stages 3"; do
-  timeout 60 python3 benchmarks/decode_attention_layouts.py --batch-sizes 64 --layouts pallas \
-    --kv-cache int8 $cfg --out /tmp/decode_attention_sweep.json >> "$L" 2>&1
-  echo "layouts $cfg rc=$? t=$SECONDS" >> "$L"
+  run "layouts $cfg" 60 python3 benchmarks/decode_attention_layouts.py --batch-sizes 64 \
+    --layouts pallas --kv-cache int8 $cfg --out /tmp/decode_attention_sweep.json
 done
-timeout 330 python3 benchmarks/generate.py --batch-sizes 64 --repeats 2 --cache-phases 4 \
+run generate 330 python3 benchmarks/generate.py --batch-sizes 64 --repeats 2 --cache-phases 4 \
   --kv-cache int8 --fine-chunk-seconds 1 --fine-max-batch 640 --decode-attention pallas \
-  --out "$OUT_DIR/gen_b64_pallas.json" >> "$L" 2>&1
-echo "generate rc=$? t=$SECONDS" >> "$L"
+  --out "$OUT_DIR/gen_b64_pallas.json"

@@ -34,7 +34,7 @@ def kernel_summary(profile_dir: str, steps: int = 3, top: int = 25,
     With `span_prefix`, kernels are also summed per host span whose name starts with it (e.g.
     the generation pipeline's `audiolm/<stage>` annotations) under "by_span": a kernel belongs
     to the span its start lies in (the trace puts host and device on one clock, and each
-    stage waits for its results before its span ends)."""
+    stage waits for its results before its span ends); spans of one name are summed."""
     paths = glob.glob(os.path.join(profile_dir, "**", "*.trace.json.gz"), recursive=True)
     if not paths:
         return {"error": f"no perfetto trace under {profile_dir}"}
@@ -48,12 +48,13 @@ def kernel_summary(profile_dir: str, steps: int = 3, top: int = 25,
     if span_prefix:
         spans = [e for e in events if e.get("ph") == "X" and e.get("pid") not in device_pids
                  and str(e.get("name", "")).startswith(span_prefix)]
-        by_span = {}
+        inside = collections.defaultdict(list)   # a span name's kernels, over all its spans
         for span in spans:
             begin, end = float(span["ts"]), float(span["ts"]) + float(span.get("dur", 0))
-            inside = [k for k in kernels if begin <= float(k.get("ts", -1)) < end]
-            by_span[span["name"][len(span_prefix):]] = _summarise(inside, steps, min(top, 10))
-        summary["by_span"] = by_span
+            inside[span["name"][len(span_prefix):]] += [
+                k for k in kernels if begin <= float(k.get("ts", -1)) < end]
+        summary["by_span"] = {name: _summarise(found, steps, min(top, 10))
+                              for name, found in inside.items()}
     return summary
 
 

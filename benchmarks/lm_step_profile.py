@@ -48,6 +48,7 @@ import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from audiolm_jax.device_specs import peak_flops_per_device  # noqa: E402
+from audiolm_jax.dropout import keep_probability  # noqa: E402
 from audiolm_jax.lm import attention as attention_module  # noqa: E402
 from audiolm_jax.lm import transformer as transformer_module  # noqa: E402
 from audiolm_jax.lm import relative_bias as bias_module  # noqa: E402
@@ -65,9 +66,8 @@ def bits_dropout(x, rate, key):
     materialises, and autodiff saves as a boolean residual."""
     if key is None or rate == 0.0:
         return x
-    drop = round(rate * 2 ** 16)
-    keep = jax.random.bits(key, x.shape, jnp.uint16) >= drop
-    scaled = (x.astype(jnp.float32) / (1.0 - drop / 2 ** 16)).astype(x.dtype)
+    keep = jax.random.bits(key, x.shape, jnp.uint16) >= round(rate * 2 ** 16)
+    scaled = (x.astype(jnp.float32) / keep_probability(rate)).astype(x.dtype)
     return jnp.where(keep, scaled, jnp.zeros_like(x))
 
 

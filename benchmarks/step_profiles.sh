@@ -6,16 +6,13 @@
 # installed (PYTHONPATH set):
 #   bash benchmarks/step_profiles.sh OUT_DIR
 # Writes OUT_DIR/step_profiles.log (what each run printed, with its exit status and elapsed
-# seconds), lm_profile_s2_b32.json, lm_profile_s1_b32.json and gen_b64_ph8_profile.json.
-# ~8 min on an H100; each run has its own time limit, so one that hangs costs only its share.
+# seconds), lm_profile_s2_b32.json, lm_profile_s1_b32.json and gen_b64_ph8_profile.json. ~8 min
+# on an H100.
 set -u
-OUT_DIR=$1; mkdir -p "$OUT_DIR"; L=$OUT_DIR/step_profiles.log
-{ nvidia-smi --query-gpu=name,memory.total --format=csv 2> /dev/null; date -u; } > "$L"
-run() {  # name, time limit (s), command...: appended to the log with its status and elapsed time
-  local name=$1 limit=$2; shift 2
-  timeout "$limit" "$@" >> "$L" 2>&1
-  echo "$name rc=$? t=$SECONDS" >> "$L"
-}
+OUT_DIR=$1
+# shellcheck source-path=SCRIPTDIR source=run_log.sh
+. "$(dirname "$0")/run_log.sh"
+log_begin "$OUT_DIR/step_profiles.log"
 run "stage2 profile" 150 python3 benchmarks/lm_step_profile.py --stage stage2 --batch 32 \
   --steps 5 --variants baseline --out "$OUT_DIR/lm_profile_s2_b32.json"
 run "stage1 profile" 100 python3 benchmarks/lm_step_profile.py --stage stage1 --batch 32 \
