@@ -9,8 +9,8 @@ import pytest
 from flax import nnx
 
 from audiolm_jax.lm.attention import causal_mask, reference_attention
-from audiolm_jax.lm.band_grad_attention import (band_grad_attention,
-                                                 cudnn_without_bias_gradient_available)
+from audiolm_jax.lm import cudnn_private
+from audiolm_jax.lm.band_grad_attention import band_grad_attention
 from audiolm_jax.lm.config import TransformerConfig
 from audiolm_jax.lm.relative_bias import RelativePositionBias, band_far_square
 from audiolm_jax.lm.sharding_hook import logical_constraint
@@ -110,10 +110,11 @@ def model_loss_and_grads(attention, tokens, constrain=None):
     return jax.jit(jax.value_and_grad(loss))(params)
 
 
-@pytest.mark.parametrize("path", ["band_grad", "pallas_bias"])
+@pytest.mark.parametrize("path", ["band_grad", "pallas_bias", "split_lse"])
 def test_table_gradient_paths_match_reference_model_and_gradients(path):
     """The Transformer on each path whose T5 table gradient comes from the band (band_grad,
-    pallas_bias: the Pallas interpreter here) equals the full-bias reference."""
+    pallas_bias: the Pallas interpreter here, split_lse: its XLA far kernel) equals the
+    full-bias reference."""
     tokens = jnp.asarray(np.random.default_rng(6).integers(0, 195, (2, 41)), jnp.int32)  # odd
     (got_loss, got), (want_loss, want) = (model_loss_and_grads(a, tokens)
                                           for a in (path, "reference"))
@@ -152,6 +153,7 @@ def test_public_api_fallback_gives_the_same_gradients(monkeypatch):
 
 
 def test_private_cudnn_entry_point_has_the_expected_signature():
-    # The GPU path calls jax's private cuDNN attention with the bias gradient switched off; if
-    # jax changes that function, this fails here instead of silently falling back to XLA there.
-    assert cudnn_without_bias_gradient_available()
+    # The GPU paths call jax's private cuDNN attention (the bias gradient switched off) and its
+    # backward rule (split_lse's merged residuals); if jax changes either, this fails here
+    # instead of those paths silently falling back there.
+    assert cudnn_private.available()

@@ -12,6 +12,9 @@
   costly bias-gradient output; the T5 table's gradient computed from a 128-offset band.
 - `pallas_bias_attention` (lm/pallas_bias_attention.py): a Pallas (Triton) flash kernel that
   makes each tile's bias from the T5 table and the tile's indices: no [T, T] bias square.
+- `split_lse_attention` (lm/split_lse_attention.py): the split's band in XLA and an unbiased
+  cuDNN kernel beyond it at head size 64, merged by log-normalisers; its backward pass is the
+  kernel's own, run on the merged residuals.
 - `LayerCache`: per-layer keys/values of a fixed `max_len`, written with
   `lax.dynamic_update_slice` so decoding runs inside `lax.scan`/`while_loop`; in the compute
   dtype, or int8 with one scale per (position, head) (`KV_CACHES`): half the bytes a large-batch
@@ -33,11 +36,12 @@ from audiolm_jax.lm.int8 import quantize_int8
 from audiolm_jax.lm.pallas_bias_attention import pallas_bias_attention
 from audiolm_jax.lm.params import logical_param
 from audiolm_jax.lm.split_attention import split_bias_attention
+from audiolm_jax.lm.split_lse_attention import split_lse_attention
 from audiolm_jax.lm.tpu_attention import splash_causal_attention, target_platform
 
-ATTENTION_PATHS = ("fast", "reference", "split", "band_grad", "pallas_bias")
+ATTENTION_PATHS = ("fast", "reference", "split", "band_grad", "pallas_bias", "split_lse")
 # Paths that take the bias as `SplitBias` (band, far) rather than a [1, heads, L, L] square.
-SPLIT_BIAS_PATHS = ("split", "band_grad", "pallas_bias")
+SPLIT_BIAS_PATHS = ("split", "band_grad", "pallas_bias", "split_lse")
 
 
 class SplitBias(NamedTuple):
@@ -269,6 +273,8 @@ class SelfAttention(nnx.Module):
             attended = band_grad_attention(query, key, value, bias.band, bias.far)
         elif path == "pallas_bias":
             attended = pallas_bias_attention(query, key, value, bias.band, bias.far)
+        elif path == "split_lse":
+            attended = split_lse_attention(query, key, value, bias.band, bias.far)
         elif path == "reference":
             positions = jnp.arange(x.shape[1])
             attended = reference_attention(query, key, value, bias, causal_mask(positions, positions))

@@ -18,8 +18,8 @@ is exp(logits - lse) with the log-normaliser lse the forward kernel returns anyw
 computed in blocks of queries (`width` by default) against the `width` keys before each block
 and its own (the windows of `split_attention`), (width + block) / T of the attention's work.
 
-On GPUs the forward and the bias-free backward are cuDNN's (`jax._src.cudnn`'s attention with
-the bias-gradient output switched off; see `_cudnn_attention`; a jax whose private entry point
+On GPUs the forward and the bias-free backward are cuDNN's (`lm.cudnn_private`: jax's private
+entry point with the bias-gradient output switched off; a jax whose private entry point
 differs gets the public one, bias gradient and all); elsewhere an exact XLA attention in f32
 stands in, so the CPU tests check the same gradient arithmetic.
 
@@ -28,7 +28,6 @@ width]; far [heads].
 """
 from __future__ import annotations
 
-import inspect
 import logging
 from functools import partial
 
@@ -36,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from audiolm_jax.lm import cudnn_private
 from audiolm_jax.lm.relative_bias import band_far_square
 from audiolm_jax.lm.split_attention import band_blocks, band_logits, band_windows
 
@@ -47,13 +47,15 @@ def check_band_block(caller: str, block: int | None, width: int) -> None:
         raise ValueError(f"{caller}: block={block} must divide the band width {width}")
 
 
-def band_bias_gradient(query: jax.Array, key: jax.Array, value: jax.Array, out: jax.Array,
-                       lse: jax.Array, d_out: jax.Array, band: jax.Array, scale: float,
-                       block: int | None = None) -> jax.Array:
-    """d loss / d band [heads, width] (f32) from the attention's residuals.
+def band_score_gradient(query: jax.Array, key: jax.Array, value: jax.Array, out: jax.Array,
+                        lse: jax.Array, d_out: jax.Array, band: jax.Array, scale: float,
+                        block: int | None = None) -> tuple[jax.Array, jax.Array]:
+    """(p, d_s), f32 [batch, blocks, heads, block, width + block] each: the softmax weights and
+    the logits' gradient dS = P * (dP - D) on the band, each block of queries against its
+    window (`split_attention.band_windows`); zeros outside the band.
 
     Args:
-      query, key, value, out, d_out: [batch, length, heads, head_dim] (out: the forward's
+      query, key, value, out, d_out: [batch, length, heads, head_dim] (out: the attention's
         output, d_out: the loss's gradient in it).
       lse: [batch, heads, length] f32 log-normaliser of each query's biased, scaled logits.
       band: [heads, width] the bias at offsets 0 .. width - 1.
@@ -71,10 +73,26 @@ def band_bias_gradient(query: jax.Array, key: jax.Array, value: jax.Array, out: 
     delta = band_blocks(jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), -1), block)
     lse, delta = jnp.moveaxis(lse, 3, 2)[..., None], jnp.moveaxis(delta, 3, 2)[..., None]
     p = jnp.exp(logits - lse)                                          # 0 outside the band
-    d_s = jnp.sum(p * (d_p - delta), axis=(0, 1))                      # [h, r, c]
+    return p, p * (d_p - delta)
+
+
+def band_table_gradient(d_s: jax.Array, width: int) -> jax.Array:
+    """d loss / d band [heads, width] from `band_score_gradient`'s d_s: the sum over batch,
+    blocks and queries of the logit gradient at each offset."""
+    block = d_s.shape[3]
+    d_s = jnp.sum(d_s, axis=(0, 1))                                    # [h, r, c]
     # Offset o of query r sits at window key c = r + width - o.
     columns = width + jnp.arange(block)[:, None] - jnp.arange(width)[None]   # [r, o]
     return jnp.sum(jnp.take_along_axis(d_s, columns[None], axis=2), axis=1)
+
+
+def band_bias_gradient(query: jax.Array, key: jax.Array, value: jax.Array, out: jax.Array,
+                       lse: jax.Array, d_out: jax.Array, band: jax.Array, scale: float,
+                       block: int | None = None) -> jax.Array:
+    """d loss / d band [heads, width] (f32) from the attention's residuals (arguments as
+    `band_score_gradient`'s)."""
+    _, d_s = band_score_gradient(query, key, value, out, lse, d_out, band, scale, block)
+    return band_table_gradient(d_s, band.shape[1])
 
 
 def _xla_attention(query, key, value, bias, scale):
@@ -85,40 +103,6 @@ def _xla_attention(query, key, value, bias, scale):
     lse = jax.nn.logsumexp(logits, axis=-1)
     weights = jnp.exp(logits - lse[..., None]).astype(value.dtype)
     return jnp.einsum("bhqk,bkhd->bqhd", weights, value), lse
-
-
-# `jax._src.cudnn.fused_attention_stablehlo._dot_product_attention`'s parameters (jax 0.10 to
-# 0.11): its `variadic_args = (has_bias, has_dbias)` is what turns the bias-gradient output off.
-# The public `jax.nn.dot_product_attention` always asks for it when a bias is passed.
-_CUDNN_PARAMETERS = (
-    "query", "key", "value", "bias", "q_seqlen", "kv_seqlen", "q_offsets", "kv_offsets",
-    "page_table_k", "page_table_v", "scale", "seed", "dropout_rate", "variadic_args",
-    "mask_type", "layout", "sliding_window_length", "cudnn_version", "return_residual")
-
-
-def _cudnn_private():
-    """The private cuDNN attention module when its signature is the one written against."""
-    try:
-        from jax._src.cudnn import fused_attention_stablehlo as fused
-        parameters = tuple(inspect.signature(fused._dot_product_attention).parameters)
-    except (ImportError, AttributeError, ValueError, TypeError):
-        return None
-    return fused if parameters == _CUDNN_PARAMETERS else None
-
-
-def cudnn_without_bias_gradient_available() -> bool:
-    return _cudnn_private() is not None
-
-
-def _cudnn_attention(query, key, value, bias, scale):
-    """(out, lse [b, h, L] f32) from cuDNN flash attention with `bias`, its backward pass
-    without the bias gradient. Length must be even (cuDNN's rule with a bias)."""
-    fused = _cudnn_private()
-    unused = jnp.zeros(0, query.dtype)
-    return fused._dot_product_attention(
-        query, key, value, bias.astype(query.dtype), unused, unused, unused, unused, unused,
-        unused, scale, 0, 0.0, (True, False), fused.MaskType.CAUSAL,
-        fused.AttentionLayout.BTNH.value, None, fused.check_cudnn_version(), True)
 
 
 def _public_attention(query, key, value, bias, scale, implementation="cudnn"):
@@ -135,8 +119,8 @@ def _kernel(query):
     from audiolm_jax.lm.attention import cudnn_supported   # attention imports this module
     if not cudnn_supported(query, query):
         return _xla_attention
-    if cudnn_without_bias_gradient_available():
-        return _cudnn_attention
+    if cudnn_private.available():
+        return cudnn_private.attention      # cuDNN wants even lengths with a bias: padded below
     logging.warning("band_grad_attention: jax %s's private cuDNN attention has another signature; "
                     "using the public one, which also computes the bias gradient (slower)",
                     jax.__version__)

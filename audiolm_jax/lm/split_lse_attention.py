@@ -1,0 +1,194 @@
+"""Split attention (T5 band in XLA, an unbiased flash kernel beyond) merged by log-normalisers.
+
+`split_attention` splits the causal T5 bias the same way: beyond a band of `width` offsets the
+bias is one constant `far[h]`, so the far keys need a flash kernel without a bias. It gets the
+far part's normaliser through an extra "sink" key and value columns, which pads head_dim 64 to
+72 and made the kernel slow (docs/RESULTS.md, issue #7). Here the far kernel returns its
+log-normaliser itself (cuDNN does, as softmax statistics), and the gradient is written out:
+
+  forward: band (out_b, lse_b) in XLA; far (out_f, lse_f) = flash(q[w:], k[:-w], v[:-w])
+           (query i sees far keys j <= i - w: a plain causal kernel on shifted operands);
+           total = logaddexp(lse_b, lse_f + far),  out = out_b e^(lse_b - total) + out_f e^(lse_f + far - total)
+  backward: with P the merged weights and D = d_out . out per query, dS = P (dP - D) on every
+           key. The far keys' share is the flash kernel's own backward pass given the merged
+           residuals, out and total - far in place of its own: it recomputes P as
+           exp(scale q.k - (total - far)) and D from `out` (what ring attention does with its
+           blocks). The band's share, the T5 table's gradient with it, comes from
+           `band_grad_attention.band_score_gradient`; d far = -(sum of d band), since each
+           softmax row's logit gradients sum to zero.
+
+No T x T bias is built or kept, and the flash kernel runs at head_dim 64. On GPUs the far kernel
+is cuDNN's (`lm.cudnn_private`); elsewhere an exact XLA kernel with f32 logits stands in, with
+the same residual contract, so the CPU tests check the merge and gradient arithmetic.
+
+Shapes as in `attention`: query/key/value [batch, length, heads, head_dim]; band [heads, width];
+far [heads].
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from audiolm_jax.lm import cudnn_private
+from audiolm_jax.lm.band_grad_attention import band_score_gradient, band_table_gradient
+from audiolm_jax.lm.split_attention import band_attention, band_windows
+
+
+class FarKernel(NamedTuple):
+    """Unbiased causal attention as two functions with an explicit residual contract.
+    forward(q, k, v, scale) -> (out [b, L, h, d], lse [b, h, L] f32);
+    backward(q, k, v, out, lse, d_out, scale) -> (dq, dk, dv), weights exp(scale q.k - lse)."""
+    forward: Callable
+    backward: Callable
+
+
+def _xla_logits(query, key, scale):
+    """f32 [b, h, L, L] scaled logits; keys after the query at -inf."""
+    logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
+    length = query.shape[1]
+    causal = jnp.arange(length)[None, :] <= jnp.arange(length)[:, None]
+    return jnp.where(causal, logits * scale, -jnp.inf)
+
+
+def _xla_forward(query, key, value, scale):
+    logits = _xla_logits(query, key, scale)
+    lse = jax.nn.logsumexp(logits, axis=-1)
+    weights = jnp.exp(logits - lse[..., None])
+    out = jnp.einsum("bhqk,bkhd->bqhd", weights, value.astype(jnp.float32))
+    return out.astype(value.dtype), lse
+
+
+def _xla_backward(query, key, value, out, lse, d_out, scale):
+    p = jnp.exp(_xla_logits(query, key, scale) - lse[..., None])
+    d_out = d_out.astype(jnp.float32)
+    d_p = jnp.einsum("bqhd,bkhd->bhqk", d_out, value.astype(jnp.float32))
+    delta = jnp.moveaxis(jnp.sum(d_out * out.astype(jnp.float32), -1), 1, 2)[..., None]
+    d_s = p * (d_p - delta) * scale
+    d_query = jnp.einsum("bhqk,bkhd->bqhd", d_s, key.astype(jnp.float32))
+    d_key = jnp.einsum("bhqk,bqhd->bkhd", d_s, query.astype(jnp.float32))
+    d_value = jnp.einsum("bhqk,bqhd->bkhd", p, d_out)
+    return tuple(g.astype(x.dtype) for g, x in zip((d_query, d_key, d_value), (query, key, value)))
+
+
+XLA_FAR = FarKernel(_xla_forward, _xla_backward)
+
+
+def _even(x, axis):
+    """Pads `axis` to an even length with zeros: cuDNN's length rule. Padded queries come last
+    (no real query sees their keys) and get zero cotangents, so their gradients are zero."""
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (0, x.shape[axis] % 2)
+    return jnp.pad(x, widths)
+
+
+def _cudnn_forward(query, key, value, scale):
+    length = query.shape[1]
+    out, lse = cudnn_private.attention(*(_even(x, 1) for x in (query, key, value)), None, scale)
+    return out[:, :length], lse[..., :length]
+
+
+def _cudnn_backward(query, key, value, out, lse, d_out, scale):
+    length = query.shape[1]
+    padded = [_even(x, 1) for x in (query, key, value, out)]
+    grads = cudnn_private.causal_backward(*padded, _even(lse, 2), _even(d_out, 1), scale)
+    return tuple(g[:, :length] for g in grads)
+
+
+CUDNN_FAR = FarKernel(_cudnn_forward, _cudnn_backward)
+
+
+def far_kernel(query: jax.Array) -> FarKernel:
+    """cuDNN's where it takes these operands and its private entry points fit, else XLA's."""
+    from audiolm_jax.lm.attention import cudnn_supported   # attention imports this module
+    return CUDNN_FAR if cudnn_supported(query, query) and cudnn_private.available() else XLA_FAR
+
+
+def _merged(query, key, value, band, far, scale, kernel):
+    """(out f32, total [b, L, h] f32): the biased attention and its log-normaliser."""
+    width = band.shape[1]
+    out, total = band_attention(query, key, value, band, scale)        # the band alone
+    if query.shape[1] <= width:                # no query reaches past the band
+        return out, total
+    out_f, lse_f = kernel.forward(query[:, width:], key[:, :-width], value[:, :-width], scale)
+    lse_f = jnp.moveaxis(lse_f, 1, 2) + far[None, None, :]             # [b, L - w, h]
+    lse_b = total[:, width:]
+    tail = jnp.logaddexp(lse_b, lse_f)
+    merged = (out[:, width:] * jnp.exp(lse_b - tail)[..., None]
+              + out_f.astype(jnp.float32) * jnp.exp(lse_f - tail)[..., None])
+    return (jnp.concatenate([out[:, :width], merged], 1),
+            jnp.concatenate([total[:, :width], tail], 1))
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def _attention(query, key, value, band, far, scale, kernel):
+    return _merged(query, key, value, band, far, scale, kernel)[0].astype(value.dtype)
+
+
+def _attention_forward(query, key, value, band, far, scale, kernel):
+    out, total = _merged(query, key, value, band, far, scale, kernel)
+    out = out.astype(value.dtype)
+    return out, (query, key, value, band, far, out, total)
+
+
+def _window_transpose(x: jax.Array, windows: jax.Array, width: int) -> jax.Array:
+    """The gradient in x [b, L, h, d] of `band_windows(x, width)` given the windows' gradient."""
+    return jax.vjp(lambda y: band_windows(y, width), x)[1](windows.astype(x.dtype))[0]
+
+
+def _attention_backward(scale, kernel, residuals, d_out):
+    query, key, value, band, far, out, total = residuals
+    batch, length, heads, dim = query.shape
+    width = band.shape[1]
+    lse = jnp.moveaxis(total, 1, 2)                                    # [b, h, L]
+    # The band's share: its weights under the merged normaliser, dS there, then the products.
+    p, d_s = band_score_gradient(query, key, value, out, lse, d_out, band, scale)
+    d_band = band_table_gradient(d_s, width)
+    d_s = (d_s * scale).astype(query.dtype)
+    blocks = lambda x: jnp.pad(x, ((0, 0), (0, -length % width), (0, 0), (0, 0))).reshape(  # noqa: E731
+        batch, -1, width, heads, dim)
+    d_query = jnp.einsum("bnhqk,bnkhd->bnqhd", d_s, band_windows(key, width),
+                         preferred_element_type=jnp.float32).reshape(batch, -1, heads, dim)
+    d_query = d_query[:, :length]
+    d_key = _window_transpose(key, jnp.einsum("bnhqk,bnqhd->bnkhd", d_s, blocks(query),
+                                              preferred_element_type=jnp.float32), width)
+    d_value = _window_transpose(value, jnp.einsum(
+        "bnhqk,bnqhd->bnkhd", p.astype(value.dtype), blocks(d_out.astype(value.dtype)),
+        preferred_element_type=jnp.float32), width)
+    d_query, d_key, d_value = (g.astype(jnp.float32) for g in (d_query, d_key, d_value))
+    if length > width:
+        # The far keys' share: the flash kernel's backward pass on the merged residuals.
+        far_lse = lse[:, :, width:] - far[None, :, None]
+        dq_f, dk_f, dv_f = kernel.backward(query[:, width:], key[:, :-width], value[:, :-width],
+                                           out[:, width:], far_lse, d_out[:, width:], scale)
+        shift = lambda g, front: jnp.pad(  # noqa: E731
+            g.astype(jnp.float32), ((0, 0), (width, 0) if front else (0, width), (0, 0), (0, 0)))
+        d_query = d_query + shift(dq_f, True)
+        d_key, d_value = d_key + shift(dk_f, False), d_value + shift(dv_f, False)
+    d_far = -jnp.sum(d_band, axis=1)
+    return (d_query.astype(query.dtype), d_key.astype(key.dtype), d_value.astype(value.dtype),
+            d_band.astype(band.dtype), d_far.astype(far.dtype))
+
+
+_attention.defvjp(_attention_forward, _attention_backward)
+
+
+def split_lse_attention(query: jax.Array, key: jax.Array, value: jax.Array, band: jax.Array,
+                        far: jax.Array, kernel: FarKernel | None = None) -> jax.Array:
+    """Causal attention with bias band[h, q - k] (q - k < width) and far[h] beyond; equals
+    `reference_attention` with that bias, values and gradients (module docstring).
+
+    Args:
+      query, key, value: [batch, length, heads, head_dim].
+      band: [heads, width]; far: [heads] (`RelativePositionBias.split()`).
+      kernel: the far part's flash kernel; default `far_kernel(query)`.
+    Returns:
+      [batch, length, heads, head_dim] in `value.dtype`.
+    """
+    kernel = far_kernel(query) if kernel is None else kernel
+    scale = float(1.0 / np.sqrt(query.shape[-1]))
+    return _attention(query, key, value, band.astype(jnp.float32), far.astype(jnp.float32),
+                      scale, kernel)
