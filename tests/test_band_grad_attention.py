@@ -123,14 +123,15 @@ def test_table_gradient_paths_match_reference_model_and_gradients(path):
         np.testing.assert_allclose(g, w, atol=1e-5 * (1 + float(jnp.max(jnp.abs(w)))))
 
 
-def test_band_grad_model_sharded_over_batch_and_heads_keeps_loss_and_gradients():
+@pytest.mark.parametrize("path", ["band_grad", "split_lse"])
+def test_band_table_model_sharded_over_batch_and_heads_keeps_loss_and_gradients(path):
     # The table's gradient sums over the batch: sharding the batch must not change it.
     mesh = jax.make_mesh((2, 4), ("data", "model"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
     rules = [("batch", "data"), ("heads", "model"), ("mlp", "model"), ("vocab", "model"),
              ("embed", None), ("length", None), ("kv", None)]
     tokens = jnp.asarray(np.random.default_rng(7).integers(0, 195, (2, 40)), jnp.int32)
-    plain_loss, plain = model_loss_and_grads("band_grad", tokens)
-    loss, grads = model_loss_and_grads("band_grad", tokens, logical_constraint(mesh, rules))
+    plain_loss, plain = model_loss_and_grads(path, tokens)
+    loss, grads = model_loss_and_grads(path, tokens, logical_constraint(mesh, rules))
     np.testing.assert_allclose(loss, plain_loss, rtol=1e-5)
     for g, w in zip(jax.tree.leaves(grads), jax.tree.leaves(plain)):
         np.testing.assert_allclose(g, w, atol=1e-5 * (1 + float(jnp.max(jnp.abs(w)))))
