@@ -1,6 +1,8 @@
 """split_lse_attention equals causal attention with the full T5 bias (values and gradients in
 queries, keys, values and the bias table), with its far part's flash kernel given the merged
 residuals in the backward pass; on the CPU the XLA far kernel stands in for cuDNN's."""
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,8 +10,10 @@ import pytest
 from flax import nnx
 
 from audiolm_jax.lm.attention import causal_mask, reference_attention
+from audiolm_jax.lm.pallas_bias_attention import Blocks, band_backward, band_forward
 from audiolm_jax.lm.relative_bias import RelativePositionBias
-from audiolm_jax.lm.split_lse_attention import XLA_FAR, _xla_backward, _xla_forward, split_lse_attention
+from audiolm_jax.lm.split_lse_attention import (XLA_BAND, XLA_FAR, BandKernel, _xla_backward,
+                                                 _xla_forward, split_lse_attention)
 
 HEADS, DIM = 3, 16
 
@@ -37,7 +41,7 @@ def losses(length, buckets, width):
         return jnp.sum(out.astype(jnp.float32) * cotangent)
 
     def split_lse(q, k, v, state, cotangent):
-        out = split_lse_attention(q, k, v, *nnx.merge(graphdef, state).split(), kernel=XLA_FAR)
+        out = split_lse_attention(q, k, v, *nnx.merge(graphdef, state).split(), far_kernel=XLA_FAR, band_kernel=XLA_BAND)
         return jnp.sum(out.astype(jnp.float32) * cotangent)
 
     return reference, split_lse
@@ -88,3 +92,67 @@ def test_far_kernel_backward_with_its_own_residuals_is_the_plain_gradient():
     got = _xla_backward(q, k, v, out, lse, cotangent, scale)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, atol=2e-5 * float(jnp.max(jnp.abs(w))))
+
+
+# The Pallas band kernels in the interpreter, tiles of 16 for a band of 16 (BAND_BLOCKS: 64).
+SMALL = Blocks(q=16, k=16, backward_q=16, backward_k=16)
+PALLAS_SMALL = BandKernel(partial(band_forward, blocks=SMALL), partial(band_backward, blocks=SMALL))
+
+
+@pytest.mark.parametrize("length", [7, 40, 77])
+def test_pallas_band_kernels_equal_xla_band(length):
+    # Forward (out, lse) and, on the same merged-style residuals, the backward's four gradients.
+    graphdef, state = bias_module(8, 16)
+    band = nnx.merge(graphdef, state).split()[0]
+    q, k, v, d_out = operands(length, seed=11)
+    (out, lse), (want_out, want_lse) = (kernel.forward(q, k, v, band)
+                                        for kernel in (PALLAS_SMALL, XLA_BAND))
+    np.testing.assert_allclose(out, want_out, atol=1e-5)
+    np.testing.assert_allclose(lse, want_lse, atol=1e-5)
+    lse = lse + 0.3                  # residuals not the band's own, as a merged softmax gives
+    got, want = (kernel.backward(q, k, v, band, out, lse, d_out)
+                 for kernel in (PALLAS_SMALL, XLA_BAND))
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, atol=2e-5 * float(jnp.max(jnp.abs(w))))
+
+
+def test_split_lse_with_pallas_band_equals_the_full_bias_reference():
+    reference, _ = losses(77, 8, 16)
+    graphdef, state = bias_module(8, 16)
+    q, k, v, cotangent = operands(77, seed=12)
+
+    def split_lse(q, k, v, state, cotangent):
+        out = split_lse_attention(q, k, v, *nnx.merge(graphdef, state).split(),
+                                  far_kernel=XLA_FAR, band_kernel=PALLAS_SMALL)
+        return jnp.sum(out.astype(jnp.float32) * cotangent)
+
+    grad = lambda f: jax.value_and_grad(f, argnums=(0, 1, 2, 3))(q, k, v, state, cotangent)  # noqa: E731
+    (want_loss, want), (got_loss, got) = grad(reference), grad(split_lse)
+    np.testing.assert_allclose(got_loss, want_loss, rtol=1e-5)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(g, w, atol=2e-5 * float(jnp.max(jnp.abs(w))))
+
+
+def test_band_tiles_must_divide_the_band():
+    graphdef, state = bias_module(8, 16)
+    q, k, v, _ = operands(20)
+    with pytest.raises(ValueError, match="must be one size dividing the band width 16"):
+        band_forward(q, k, v, nnx.merge(graphdef, state).split()[0],
+                     blocks=Blocks(q=32, k=32, backward_q=32, backward_k=32))
+
+
+@pytest.mark.skipif(not hasattr(jax.sharding, "AbstractDevice"), reason="no AbstractDevice")
+def test_band_kernels_lower_for_a_gpu_at_stage_2_shape():
+    """Triton lowering (the kernels' MLIR, not PTX) from this CPU host, stage 2's shape with the
+    default 64-tiles: an abstract mesh of one H100 makes the target platform CUDA."""
+    from jax.sharding import AbstractDevice, AbstractMesh, use_abstract_mesh
+    S = jax.ShapeDtypeStruct
+    x, band = S((2, 2251, 16, 64), jnp.bfloat16), S((16, 128), jnp.float32)
+    lse = S((2, 16, 2251), jnp.float32)
+    device = AbstractDevice(device_kind="NVIDIA H100 80GB HBM3", num_cores=None, platform="cuda")
+    with use_abstract_mesh(AbstractMesh((1,), ("x",), abstract_device=device)):
+        forward = jax.jit(band_forward).trace(x, x, x, band).lower(lowering_platforms=("cuda",))
+        backward = jax.jit(band_backward).trace(x, x, x, band, x, lse, x).lower(
+            lowering_platforms=("cuda",))
+    assert forward.as_text().count("xla.gpu.triton") == 1
+    assert backward.as_text().count("xla.gpu.triton") == 2     # d query (+ dS), d key / d value

@@ -39,7 +39,8 @@ import numpy as np
 from jax import lax
 from jax.experimental import pallas as pl
 
-from audiolm_jax.lm.band_grad_attention import band_bias_gradient, check_band_block
+from audiolm_jax.lm.band_grad_attention import (band_bias_gradient, band_table_gradient,
+                                                 check_band_block)
 from audiolm_jax.lm.kernel_sharding import per_shard
 from audiolm_jax.lm.pallas_launch import interpret_by_default, launch
 
@@ -66,11 +67,13 @@ BLOCKS = Blocks()
 
 
 class _Geometry(NamedTuple):
-    """Static arguments of the kernels."""
+    """Static arguments of the kernels. `band_only`: attend to the band's keys alone (offsets
+    0 .. width - 1; `band_forward` / `band_backward`), far tiles skipped, far keys masked."""
     scale: float        # of the logits, 1 / sqrt(the unpadded head_dim)
     width: int          # the band's
     blocks: Blocks
     interpret: bool
+    band_only: bool = False
 
 
 def _call(kernel, geometry: _Geometry, num_warps: int, num_stages: int, **kwargs):
@@ -78,12 +81,13 @@ def _call(kernel, geometry: _Geometry, num_warps: int, num_stages: int, **kwargs
                   num_stages=num_stages, **kwargs)
 
 
-def _bias(table_ref, rows, cols, width):
+def _bias(table_ref, rows, cols, g: _Geometry):
     """Base-2 bias of a tile that may meet the band: table[clip(row - col, 0, width)], -1e30
-    where the key follows the query."""
+    where the key follows the query (or, `band_only`, lies `width` or more back)."""
     offset = rows[:, None] - cols[None, :]
-    bias = table_ref[jnp.minimum(jnp.maximum(offset, 0), width)]
-    return jnp.where(offset >= 0, bias, _MASKED)
+    bias = table_ref[jnp.minimum(jnp.maximum(offset, 0), g.width)]
+    visible = (offset >= 0) & (offset < g.width) if g.band_only else offset >= 0
+    return jnp.where(visible, bias, _MASKED)
 
 
 def _key_ranges(start, block_q, block_k, width):
@@ -111,7 +115,7 @@ def _forward_kernel(q_ref, k_ref, v_ref, table_ref, out_ref, lse_ref, *, g: _Geo
         keys = pl.ds(j * block_k, block_k)
         k, v = k_ref[keys, :], v_ref[keys, :]
         s = _logits(q, k, c)
-        s = s + (_bias(table_ref, rows, j * block_k + jnp.arange(block_k), width) if near else far)
+        s = s + (_bias(table_ref, rows, j * block_k + jnp.arange(block_k), g) if near else far)
         m_new = jnp.maximum(m, jnp.max(s, axis=1))
         p = jnp.exp2(s - m_new[:, None])
         correction = jnp.exp2(m - m_new)
@@ -122,14 +126,18 @@ def _forward_kernel(q_ref, k_ref, v_ref, table_ref, out_ref, lse_ref, *, g: _Geo
     near, end = _key_ranges(start, block_q, block_k, width)
     carry = (jnp.zeros((block_q, q.shape[-1]), jnp.float32),
              jnp.full((block_q,), -jnp.inf, jnp.float32), jnp.zeros((block_q,), jnp.float32))
-    carry = lax.fori_loop(0, near, partial(tile, near=False), carry)
+    if not g.band_only:
+        carry = lax.fori_loop(0, near, partial(tile, near=False), carry)
     acc, m, l = lax.fori_loop(near, end, partial(tile, near=True), carry)
     out_ref[...] = (acc / l[:, None]).astype(out_ref.dtype)
     lse_ref[...] = (m + jnp.log2(l)) / _LOG2E
 
 
-def _d_query_kernel(q_ref, k_ref, v_ref, table_ref, do_ref, lse_ref, delta_ref, dq_ref, *,
-                    g: _Geometry):
+def _d_query_kernel(q_ref, k_ref, v_ref, table_ref, do_ref, lse_ref, delta_ref, dq_ref,
+                    *ds_ref, g: _Geometry):
+    """d query for a block of queries; `band_only` also writes the logits' gradient dS of the
+    band's tiles to `ds_ref` (the block's window of width + block keys, as
+    `band_grad_attention.band_score_gradient` lays it out), for the table's gradient."""
     block_q, block_k, width = g.blocks.backward_q, g.blocks.backward_k, g.width
     start = pl.program_id(0) * block_q
     q, do = q_ref[...], do_ref[...]
@@ -142,15 +150,22 @@ def _d_query_kernel(q_ref, k_ref, v_ref, table_ref, do_ref, lse_ref, delta_ref, 
         keys = pl.ds(j * block_k, block_k)
         k, v = k_ref[keys, :], v_ref[keys, :]
         s = _logits(q, k, c)
-        s = s + (_bias(table_ref, rows, j * block_k + jnp.arange(block_k), width) if near else far)
+        s = s + (_bias(table_ref, rows, j * block_k + jnp.arange(block_k), g) if near else far)
         p = jnp.exp2(s - lse[:, None])
         dp = jnp.dot(do, v.T, preferred_element_type=jnp.float32)
         ds = p * (dp - delta[:, None])
+        if ds_ref:       # band_only: the window's slot of tile j (tiles end - slots .. end - 1)
+            ds_ref[0][:, pl.ds((j - end + slots) * block_k, block_k)] = ds
         return dq + jnp.dot(ds.astype(k.dtype), k, preferred_element_type=jnp.float32)
 
     near, end = _key_ranges(start, block_q, block_k, width)
+    slots = width // block_k + 1
+    for slot in range(slots if ds_ref else 0):      # tiles before key 0 stay zero
+        ds_ref[0][:, slot * block_k:(slot + 1) * block_k] = jnp.zeros((block_q, block_k),
+                                                                       jnp.float32)
     dq = jnp.zeros((block_q, q.shape[-1]), jnp.float32)
-    dq = lax.fori_loop(0, near, partial(tile, near=False), dq)
+    if not g.band_only:
+        dq = lax.fori_loop(0, near, partial(tile, near=False), dq)
     dq = lax.fori_loop(near, end, partial(tile, near=True), dq)
     dq_ref[...] = (dq * g.scale).astype(dq_ref.dtype)
 
@@ -170,7 +185,7 @@ def _d_key_value_kernel(q_ref, k_ref, v_ref, table_ref, do_ref, lse_ref, delta_r
         q, do = q_ref[queries, :], do_ref[queries, :]
         lse, delta = lse_ref[queries] * _LOG2E, delta_ref[queries]
         s = _logits(q, k, c)
-        s = s + (_bias(table_ref, i * block_q + jnp.arange(block_q), cols, width) if near else far)
+        s = s + (_bias(table_ref, i * block_q + jnp.arange(block_q), cols, g) if near else far)
         p = jnp.exp2(s - lse[:, None])
         dv = dv + jnp.dot(p.astype(do.dtype).T, do, preferred_element_type=jnp.float32)
         dp = jnp.dot(do, v.T, preferred_element_type=jnp.float32)
@@ -183,8 +198,9 @@ def _d_key_value_kernel(q_ref, k_ref, v_ref, table_ref, do_ref, lse_ref, delta_r
     far_start = jnp.minimum(lax.div(start + block_k - 1 + width + block_q - 1, block_q),
                             query_blocks)
     carry = (jnp.zeros(k.shape, jnp.float32), jnp.zeros(v.shape, jnp.float32))
-    carry = lax.fori_loop(first, far_start, partial(tile, near=True), carry)
-    dk, dv = lax.fori_loop(far_start, query_blocks, partial(tile, near=False), carry)
+    dk, dv = lax.fori_loop(first, far_start, partial(tile, near=True), carry)
+    if not g.band_only:
+        dk, dv = lax.fori_loop(far_start, query_blocks, partial(tile, near=False), (dk, dv))
     dk_ref[...] = (dk * g.scale).astype(dk_ref.dtype)
     dv_ref[...] = dv.astype(dv_ref.dtype)
 
@@ -230,12 +246,18 @@ def _backward_local(query, key, value, table, d_out, lse, delta, *, g: _Geometry
     bq, bk = g.blocks.backward_q, g.blocks.backward_k
     whole, table_spec = _whole(length, dim), _table_spec(table.shape[1])
     launch = (g.blocks.backward_num_warps, g.blocks.backward_num_stages)
-    d_query = _call(
+    out_specs, out_shape = [_tiles(bq, dim)], [jax.ShapeDtypeStruct(query.shape, query.dtype)]
+    if g.band_only:              # + dS on each query block's window of width + bq keys
+        window = g.width + bq
+        out_specs.append(pl.BlockSpec((None, None, None, bq, window),
+                                      lambda t, b, h: (b, h, t, 0, 0)))
+        out_shape.append(jax.ShapeDtypeStruct((batch, heads, length // bq, bq, window),
+                                              jnp.float32))
+    d_query, *d_scores = _call(
         partial(_d_query_kernel, g=g), g, *launch, grid=(length // bq, batch, heads),
         in_specs=[_tiles(bq, dim), whole, whole, table_spec, _tiles(bq, dim), _row_tiles(bq),
                   _row_tiles(bq)],
-        out_specs=_tiles(bq, dim),
-        out_shape=jax.ShapeDtypeStruct(query.shape, query.dtype),
+        out_specs=out_specs, out_shape=out_shape,
         name="pallas_bias_attention_d_query")(query, key, value, table, d_out, lse, delta)
     d_key, d_value = _call(
         partial(_d_key_value_kernel, g=g, query_blocks=length // bq), g, *launch,
@@ -246,7 +268,7 @@ def _backward_local(query, key, value, table, d_out, lse, delta, *, g: _Geometry
         out_shape=[jax.ShapeDtypeStruct(key.shape, key.dtype),
                    jax.ShapeDtypeStruct(value.shape, value.dtype)],
         name="pallas_bias_attention_d_key_value")(query, key, value, table, d_out, lse, delta)
-    return d_query, d_key, d_value
+    return (d_query, d_key, d_value, *d_scores)
 
 
 def _table(band, far):
@@ -297,11 +319,17 @@ def _prepare(query, key, value, band, block, blocks: Blocks, interpret: bool | N
         raise ValueError(f"pallas_bias_attention: tile sizes {sizes} must be powers of two >= 16")
     if interpret is None:
         interpret = interpret_by_default()
-    # Zero head columns change no logit; the value's come out as zero columns, dropped.
-    padded_dim = max(16, pl.next_power_of_2(dim))
-    pad = ((0, 0), (0, -length % max(sizes)), (0, 0), (0, padded_dim - dim))
-    operands = tuple(jnp.pad(x, pad) for x in (query, key, value))
+    operands = tuple(_pad(x, blocks) for x in (query, key, value))
     return operands, _Geometry(float(1.0 / np.sqrt(dim)), width, blocks, interpret)
+
+
+def _pad(x: jax.Array, blocks: Blocks) -> jax.Array:
+    """[b, L, h, d] zero-padded to whole tiles and a power-of-two head_dim >= 16. Zero head
+    columns change no logit; the value's come out as zero columns, dropped."""
+    multiple = max(blocks.q, blocks.k, blocks.backward_q, blocks.backward_k)
+    dim = x.shape[3]
+    return jnp.pad(x, ((0, 0), (0, -x.shape[1] % multiple), (0, 0),
+                       (0, max(16, pl.next_power_of_2(dim)) - dim)))
 
 
 def pallas_bias_attention(query: jax.Array, key: jax.Array, value: jax.Array, band: jax.Array,
@@ -332,3 +360,51 @@ def pallas_bias_forward(query: jax.Array, key: jax.Array, value: jax.Array, band
     operands, g = _prepare(query, key, value, band, None, blocks, interpret)
     out, lse = _forward(*operands, band.astype(jnp.float32), far.astype(jnp.float32), g)
     return out[:, :length, :, :dim], lse[:, :, :length]
+
+
+# The band's kernels (`split_lse_attention` on GPUs): query and key tiles of one size dividing
+# the band, so that each query block's band keys are whole tiles, the window of width + block
+# keys `band_table_gradient` reads.
+BAND_BLOCKS = Blocks(q=64, k=64, backward_q=64, backward_k=64)
+
+
+def _band_prepare(query, key, value, band, blocks: Blocks, interpret: bool | None):
+    width = band.shape[1]
+    if len({blocks.q, blocks.k, blocks.backward_q, blocks.backward_k}) > 1 or width % blocks.q:
+        raise ValueError(f"band kernels: tiles {blocks[:4]} must be one size dividing the band "
+                         f"width {width}")
+    operands, g = _prepare(query, key, value, band, None, blocks, interpret)
+    return operands, g._replace(band_only=True)
+
+
+def band_forward(query: jax.Array, key: jax.Array, value: jax.Array, band: jax.Array, *,
+                 blocks: Blocks = BAND_BLOCKS,
+                 interpret: bool | None = None) -> tuple[jax.Array, jax.Array]:
+    """Each query over its band's keys alone (offsets 0 .. width - 1, bias band[h, o]):
+    (output [batch, length, heads, head_dim], lse [batch, heads, length] f32). Not
+    differentiable: `band_backward` gives the gradient, for these or merged residuals."""
+    (batch, length, heads, dim), width = query.shape, band.shape[1]
+    operands, g = _band_prepare(query, key, value, band, blocks, interpret)
+    out, lse = _forward(*operands, band.astype(jnp.float32), jnp.zeros((heads,)), g)
+    return out[:, :length, :, :dim], lse[:, :, :length]
+
+
+def band_backward(query: jax.Array, key: jax.Array, value: jax.Array, band: jax.Array,
+                  out: jax.Array, lse: jax.Array, d_out: jax.Array, *,
+                  blocks: Blocks = BAND_BLOCKS, interpret: bool | None = None):
+    """(d_query, d_key, d_value, d_band f32) of the band's keys in an attention whose weights
+    there are exp(scale q.k + band - lse) and whose output is `out`: dS = P (dP - D) with
+    D = d_out . out per query. With `band_forward`'s own out and lse that is its gradient;
+    with a merged softmax's (`split_lse_attention`), the band's share of the merged gradient.
+    lse: [batch, heads, length] f32."""
+    (batch, length, heads, dim), width = query.shape, band.shape[1]
+    operands, g = _band_prepare(query, key, value, band, blocks, interpret)
+    out, d_out = _pad(out, blocks), _pad(d_out, blocks)
+    lse = jnp.pad(lse.astype(jnp.float32), ((0, 0), (0, 0), (0, out.shape[1] - length)))
+    delta = jnp.einsum("blhd,blhd->bhl", d_out.astype(jnp.float32), out.astype(jnp.float32))
+    backward = per_shard(partial(_backward_local, g=g), batch, heads, "xxxtxrr", "xxxw")
+    d_query, d_key, d_value, d_scores = backward(
+        *operands, _table(band.astype(jnp.float32), jnp.zeros((heads,))), d_out, lse, delta)
+    d_band = band_table_gradient(jnp.swapaxes(d_scores, 1, 2), width)
+    crop = lambda x: x[:, :length, :, :dim]  # noqa: E731
+    return crop(d_query), crop(d_key), crop(d_value), d_band

@@ -35,6 +35,8 @@ import numpy as np
 
 from audiolm_jax.lm import cudnn_private
 from audiolm_jax.lm.band_grad_attention import band_score_gradient, band_table_gradient
+from audiolm_jax.lm.pallas_bias_attention import band_backward, band_forward
+from audiolm_jax.lm.pallas_launch import interpret_by_default
 from audiolm_jax.lm.split_attention import band_attention, band_windows
 
 
@@ -101,37 +103,24 @@ def _cudnn_backward(query, key, value, out, lse, d_out, scale):
 CUDNN_FAR = FarKernel(_cudnn_forward, _cudnn_backward)
 
 
-def far_kernel(query: jax.Array) -> FarKernel:
+def default_far_kernel(query: jax.Array) -> FarKernel:
     """cuDNN's where it takes these operands and its private entry points fit, else XLA's."""
     from audiolm_jax.lm.attention import cudnn_supported   # attention imports this module
     return CUDNN_FAR if cudnn_supported(query, query) and cudnn_private.available() else XLA_FAR
 
 
-def _merged(query, key, value, band, far, scale, kernel):
-    """(out f32, total [b, L, h] f32): the biased attention and its log-normaliser."""
-    width = band.shape[1]
-    out, total = band_attention(query, key, value, band, scale)        # the band alone
-    if query.shape[1] <= width:                # no query reaches past the band
-        return out, total
-    out_f, lse_f = kernel.forward(query[:, width:], key[:, :-width], value[:, :-width], scale)
-    lse_f = jnp.moveaxis(lse_f, 1, 2) + far[None, None, :]             # [b, L - w, h]
-    lse_b = total[:, width:]
-    tail = jnp.logaddexp(lse_b, lse_f)
-    merged = (out[:, width:] * jnp.exp(lse_b - tail)[..., None]
-              + out_f.astype(jnp.float32) * jnp.exp(lse_f - tail)[..., None])
-    return (jnp.concatenate([out[:, :width], merged], 1),
-            jnp.concatenate([total[:, :width], tail], 1))
+class BandKernel(NamedTuple):
+    """Attention over the band's keys alone (offsets 0 .. width - 1, bias band[h, o]), scale
+    1 / sqrt(head_dim), with an explicit residual contract like `FarKernel`'s.
+    forward(q, k, v, band) -> (out [b, L, h, d], lse [b, h, L] f32);
+    backward(q, k, v, band, out, lse, d_out) -> (dq, dk, dv, d_band [h, width] f32)."""
+    forward: Callable
+    backward: Callable
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(5, 6))
-def _attention(query, key, value, band, far, scale, kernel):
-    return _merged(query, key, value, band, far, scale, kernel)[0].astype(value.dtype)
-
-
-def _attention_forward(query, key, value, band, far, scale, kernel):
-    out, total = _merged(query, key, value, band, far, scale, kernel)
-    out = out.astype(value.dtype)
-    return out, (query, key, value, band, far, out, total)
+def _xla_band_forward(query, key, value, band):
+    out, lse = band_attention(query, key, value, band, float(1.0 / np.sqrt(query.shape[-1])))
+    return out, jnp.moveaxis(lse, 1, 2)
 
 
 def _window_transpose(x: jax.Array, windows: jax.Array, width: int) -> jax.Array:
@@ -139,12 +128,9 @@ def _window_transpose(x: jax.Array, windows: jax.Array, width: int) -> jax.Array
     return jax.vjp(lambda y: band_windows(y, width), x)[1](windows.astype(x.dtype))[0]
 
 
-def _attention_backward(scale, kernel, residuals, d_out):
-    query, key, value, band, far, out, total = residuals
+def _xla_band_backward(query, key, value, band, out, lse, d_out):
     batch, length, heads, dim = query.shape
-    width = band.shape[1]
-    lse = jnp.moveaxis(total, 1, 2)                                    # [b, h, L]
-    # The band's share: its weights under the merged normaliser, dS there, then the products.
+    width, scale = band.shape[1], float(1.0 / np.sqrt(dim))
     p, d_s = band_score_gradient(query, key, value, out, lse, d_out, band, scale)
     d_band = band_table_gradient(d_s, width)
     d_s = (d_s * scale).astype(query.dtype)
@@ -152,18 +138,67 @@ def _attention_backward(scale, kernel, residuals, d_out):
         batch, -1, width, heads, dim)
     d_query = jnp.einsum("bnhqk,bnkhd->bnqhd", d_s, band_windows(key, width),
                          preferred_element_type=jnp.float32).reshape(batch, -1, heads, dim)
-    d_query = d_query[:, :length]
     d_key = _window_transpose(key, jnp.einsum("bnhqk,bnqhd->bnkhd", d_s, blocks(query),
                                               preferred_element_type=jnp.float32), width)
     d_value = _window_transpose(value, jnp.einsum(
         "bnhqk,bnqhd->bnkhd", p.astype(value.dtype), blocks(d_out.astype(value.dtype)),
         preferred_element_type=jnp.float32), width)
-    d_query, d_key, d_value = (g.astype(jnp.float32) for g in (d_query, d_key, d_value))
-    if length > width:
+    return d_query[:, :length], d_key, d_value, d_band
+
+
+XLA_BAND = BandKernel(_xla_band_forward, _xla_band_backward)
+# The Pallas kernels of `pallas_bias_attention` restricted to the band (Triton on GPUs; the
+# interpreter elsewhere, which the tests use).
+PALLAS_BAND = BandKernel(band_forward, band_backward)
+
+
+def default_band_kernel() -> BandKernel:
+    """The Pallas band kernels where they compile (GPUs), else XLA's."""
+    return XLA_BAND if interpret_by_default() else PALLAS_BAND
+
+
+def _merged(query, key, value, band, far, kernels):
+    """(out f32, total [b, h, L] f32): the biased attention and its log-normaliser."""
+    far_path, band_path = kernels
+    width, scale = band.shape[1], float(1.0 / np.sqrt(query.shape[-1]))
+    out, total = band_path.forward(query, key, value, band)         # the band alone
+    out = out.astype(jnp.float32)
+    if query.shape[1] <= width:                # no query reaches past the band
+        return out, total
+    out_f, lse_f = far_path.forward(query[:, width:], key[:, :-width], value[:, :-width], scale)
+    lse_f = lse_f + far[None, :, None]                                 # [b, h, L - w]
+    lse_b = total[:, :, width:]
+    tail = jnp.logaddexp(lse_b, lse_f)
+    weight = lambda lse: jnp.moveaxis(jnp.exp(lse - tail), 1, 2)[..., None]  # noqa: E731
+    merged = out[:, width:] * weight(lse_b) + out_f.astype(jnp.float32) * weight(lse_f)
+    return (jnp.concatenate([out[:, :width], merged], 1),
+            jnp.concatenate([total[:, :, :width], tail], 2))
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _attention(query, key, value, band, far, kernels):
+    return _merged(query, key, value, band, far, kernels)[0].astype(value.dtype)
+
+
+def _attention_forward(query, key, value, band, far, kernels):
+    out, total = _merged(query, key, value, band, far, kernels)
+    out = out.astype(value.dtype)
+    return out, (query, key, value, band, far, out, total)
+
+
+def _attention_backward(kernels, residuals, d_out):
+    query, key, value, band, far, out, total = residuals
+    far_path, band_path = kernels
+    width, scale = band.shape[1], float(1.0 / np.sqrt(query.shape[-1]))
+    # The band's share: its weights under the merged normaliser (and the table's gradient).
+    grads = band_path.backward(query, key, value, band, out, total, d_out)
+    d_query, d_key, d_value = (g.astype(jnp.float32) for g in grads[:3])
+    d_band = grads[3]
+    if query.shape[1] > width:
         # The far keys' share: the flash kernel's backward pass on the merged residuals.
-        far_lse = lse[:, :, width:] - far[None, :, None]
-        dq_f, dk_f, dv_f = kernel.backward(query[:, width:], key[:, :-width], value[:, :-width],
-                                           out[:, width:], far_lse, d_out[:, width:], scale)
+        dq_f, dk_f, dv_f = far_path.backward(
+            query[:, width:], key[:, :-width], value[:, :-width], out[:, width:],
+            total[:, :, width:] - far[None, :, None], d_out[:, width:], scale)
         shift = lambda g, front: jnp.pad(  # noqa: E731
             g.astype(jnp.float32), ((0, 0), (width, 0) if front else (0, width), (0, 0), (0, 0)))
         d_query = d_query + shift(dq_f, True)
@@ -177,18 +212,20 @@ _attention.defvjp(_attention_forward, _attention_backward)
 
 
 def split_lse_attention(query: jax.Array, key: jax.Array, value: jax.Array, band: jax.Array,
-                        far: jax.Array, kernel: FarKernel | None = None) -> jax.Array:
+                        far: jax.Array, far_kernel: FarKernel | None = None,
+                        band_kernel: BandKernel | None = None) -> jax.Array:
     """Causal attention with bias band[h, q - k] (q - k < width) and far[h] beyond; equals
     `reference_attention` with that bias, values and gradients (module docstring).
 
     Args:
       query, key, value: [batch, length, heads, head_dim].
       band: [heads, width]; far: [heads] (`RelativePositionBias.split()`).
-      kernel: the far part's flash kernel; default `far_kernel(query)`.
+      far_kernel: the far part's flash kernel; default `default_far_kernel(query)`.
+      band_kernel: the band's kernels; default `default_band_kernel()`.
     Returns:
       [batch, length, heads, head_dim] in `value.dtype`.
     """
-    kernel = far_kernel(query) if kernel is None else kernel
-    scale = float(1.0 / np.sqrt(query.shape[-1]))
+    kernels = (default_far_kernel(query) if far_kernel is None else far_kernel,
+               default_band_kernel() if band_kernel is None else band_kernel)
     return _attention(query, key, value, band.astype(jnp.float32), far.astype(jnp.float32),
-                      scale, kernel)
+                      kernels)
