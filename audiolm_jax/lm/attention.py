@@ -12,9 +12,9 @@
   costly bias-gradient output; the T5 table's gradient computed from a 128-offset band.
 - `pallas_bias_attention` (lm/pallas_bias_attention.py): a Pallas (Triton) flash kernel that
   makes each tile's bias from the T5 table and the tile's indices: no [T, T] bias square.
-- `split_lse_attention` (lm/split_lse_attention.py): the split's band in XLA and an unbiased
-  cuDNN kernel beyond it at head size 64, merged by log-normalisers; its backward pass is the
-  kernel's own, run on the merged residuals.
+- `split_lse_attention` (lm/split_lse_attention.py): the split's band (Pallas kernels on GPUs,
+  XLA elsewhere) and an unbiased cuDNN kernel beyond it at head size 64, merged by
+  log-normalisers; each part's backward pass runs on the merged residuals.
 - `LayerCache`: per-layer keys/values of a fixed `max_len`, written with
   `lax.dynamic_update_slice` so decoding runs inside `lax.scan`/`while_loop`; in the compute
   dtype, or int8 with one scale per (position, head) (`KV_CACHES`): half the bytes a large-batch

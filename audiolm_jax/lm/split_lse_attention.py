@@ -1,25 +1,29 @@
-"""Split attention (T5 band in XLA, an unbiased flash kernel beyond) merged by log-normalisers.
+"""Split attention (the T5 band apart, an unbiased flash kernel beyond) merged by log-normalisers.
 
 `split_attention` splits the causal T5 bias the same way: beyond a band of `width` offsets the
 bias is one constant `far[h]`, so the far keys need a flash kernel without a bias. It gets the
 far part's normaliser through an extra "sink" key and value columns, which pads head_dim 64 to
-72 and made the kernel slow (docs/RESULTS.md, issue #7). Here the far kernel returns its
-log-normaliser itself (cuDNN does, as softmax statistics), and the gradient is written out:
+72 and made the kernel slow (docs/RESULTS.md, issue #7). Here each part returns its
+log-normaliser (cuDNN's as softmax statistics) and the gradient is written out:
 
-  forward: band (out_b, lse_b) in XLA; far (out_f, lse_f) = flash(q[w:], k[:-w], v[:-w])
-           (query i sees far keys j <= i - w: a plain causal kernel on shifted operands);
-           total = logaddexp(lse_b, lse_f + far),  out = out_b e^(lse_b - total) + out_f e^(lse_f + far - total)
+  forward: band (out_b, lse_b) over keys i - w < j <= i with bias band[h, i - j];
+           far (out_f, lse_f) = flash(q[w:], k[:-w], v[:-w]) (query i sees far keys
+           j <= i - w: a plain causal kernel on shifted operands);
+           total = logaddexp(lse_b, lse_f + far),
+           out = out_b e^(lse_b - total) + out_f e^(lse_f + far - total)
   backward: with P the merged weights and D = d_out . out per query, dS = P (dP - D) on every
-           key. The far keys' share is the flash kernel's own backward pass given the merged
-           residuals, out and total - far in place of its own: it recomputes P as
-           exp(scale q.k - (total - far)) and D from `out` (what ring attention does with its
-           blocks). The band's share, the T5 table's gradient with it, comes from
-           `band_grad_attention.band_score_gradient`; d far = -(sum of d band), since each
+           key. Each part's backward pass gets the merged residuals, out and its share of
+           total, in place of its own: it recomputes its weights from them and D from `out`
+           (what ring attention does with its blocks). The band's pass also returns the T5
+           table's gradient (dS summed per offset); d far = -(sum of d band), since each
            softmax row's logit gradients sum to zero.
 
 No T x T bias is built or kept, and the flash kernel runs at head_dim 64. On GPUs the far kernel
-is cuDNN's (`lm.cudnn_private`); elsewhere an exact XLA kernel with f32 logits stands in, with
-the same residual contract, so the CPU tests check the merge and gradient arithmetic.
+is cuDNN's (`lm.cudnn_private`) and the band's are `pallas_bias_attention`'s Triton kernels
+restricted to the band (`band_forward`, `band_backward`); elsewhere exact XLA kernels stand in
+(the XLA band materialises [blocks, width, 2 width] logits: on an H100 it made this path slower
+than `band_grad` and ran out of memory at stage 2's batch 32; docs/RESULTS.md, session 31),
+with the same residual contracts, so the CPU tests check the merge and gradient arithmetic.
 
 Shapes as in `attention`: query/key/value [batch, length, heads, head_dim]; band [heads, width];
 far [heads].
