@@ -22,9 +22,10 @@ design would cost, piece by piece, on the device at hand:
   pallas_bias      `audiolm_jax.lm.pallas_bias_attention`: Pallas (Triton) flash kernels that
                    make each tile's bias from the table and its indices (no [T, T] square); the
                    table's gradient from the band as band_grad's (tile sizes: --block-q/-k)
-  split_lse        `audiolm_jax.lm.split_lse_attention`: the band in XLA + the far part through
-                   the unbiased kernel at head size 64, merged by the log-normalisers cuDNN
-                   returns; the far backward is cuDNN's on the merged residuals
+  split_lse        `audiolm_jax.lm.split_lse_attention`: the band through Pallas kernels on GPUs
+                   + the far part through the unbiased kernel at head size 64, merged by their
+                   log-normalisers; each part's backward runs on the merged residuals
+  split_lse_xla_band  the same with the band in XLA (the path's CPU kernels)
 
 Rows with a bias also give the forward output's largest error against an f32 reference
 (einsum, full bias, f32 softmax), relative to the reference's largest magnitude, and the same
@@ -59,13 +60,13 @@ from audiolm_jax.lm.band_grad_attention import band_grad_attention  # noqa: E402
 from audiolm_jax.lm.pallas_bias_attention import BLOCKS, pallas_bias_attention  # noqa: E402
 from audiolm_jax.lm.relative_bias import RelativePositionBias  # noqa: E402
 from audiolm_jax.lm.split_attention import band_attention, split_bias_attention  # noqa: E402
-from audiolm_jax.lm.split_lse_attention import split_lse_attention  # noqa: E402
+from audiolm_jax.lm.split_lse_attention import XLA_BAND, split_lse_attention  # noqa: E402
 from train_stage import STAGES  # noqa: E402
 
 VARIANTS = ("cudnn_bias", "cudnn_no_bias", "cudnn_no_bias_d72", "xla_band", "split", "band_grad",
-            "band_grad_b64", "band_grad_b32", "pallas_bias", "split_lse")
+            "band_grad_b64", "band_grad_b32", "pallas_bias", "split_lse", "split_lse_xla_band")
 BIASED = ("cudnn_bias", "split", "band_grad", "band_grad_b64", "band_grad_b32", "pallas_bias",
-          "split_lse")
+          "split_lse", "split_lse_xla_band")
 
 
 def make_step(variant, length, heads, width=128, blocks=BLOCKS, piece="all"):
@@ -84,8 +85,9 @@ def make_step(variant, length, heads, width=128, blocks=BLOCKS, piece="all"):
             out = band_grad_attention(q, k, v, *bias.split(), block=block)
         elif variant == "pallas_bias":
             out = pallas_bias_attention(q, k, v, *bias.split(), blocks=blocks)
-        elif variant == "split_lse":
-            out = split_lse_attention(q, k, v, *bias.split())
+        elif variant.startswith("split_lse"):
+            band_kernel = XLA_BAND if variant == "split_lse_xla_band" else None
+            out = split_lse_attention(q, k, v, *bias.split(), band_kernel=band_kernel)
         elif variant == "cudnn_no_bias":
             out = attention.unbiased_flash_attention(q, k, v, scale)
         elif variant == "cudnn_no_bias_d72":
