@@ -95,7 +95,7 @@ def band_bias_gradient(query: jax.Array, key: jax.Array, value: jax.Array, out: 
     return band_table_gradient(d_s, band.shape[1])
 
 
-def _xla_attention(query, key, value, bias, scale):
+def xla_attention(query, key, value, bias, scale):
     """(out, lse [b, h, L] f32): exact causal attention with f32 logits and softmax."""
     from audiolm_jax.lm.attention import causal_mask, reference_logits  # imports this module
     positions = jnp.arange(query.shape[1])
@@ -118,7 +118,7 @@ def _public_attention(query, key, value, bias, scale, implementation="cudnn"):
 def _kernel(query):
     from audiolm_jax.lm.attention import cudnn_supported   # attention imports this module
     if not cudnn_supported(query, query):
-        return _xla_attention
+        return xla_attention
     if cudnn_private.available():
         return cudnn_private.attention      # cuDNN wants even lengths with a bias: padded below
     logging.warning("band_grad_attention: jax %s's private cuDNN attention has another signature; "

@@ -38,7 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from audiolm_jax.lm import cudnn_private
-from audiolm_jax.lm.band_grad_attention import band_score_gradient, band_table_gradient
+from audiolm_jax.lm.band_grad_attention import (band_score_gradient, band_table_gradient,
+                                                 xla_attention)
 from audiolm_jax.lm.pallas_bias_attention import band_backward, band_forward
 from audiolm_jax.lm.pallas_launch import interpret_by_default
 from audiolm_jax.lm.split_attention import band_attention, band_windows
@@ -53,19 +54,14 @@ class FarKernel(NamedTuple):
 
 
 def _xla_logits(query, key, scale):
-    """f32 [b, h, L, L] scaled logits; keys after the query at -inf."""
-    logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
-    length = query.shape[1]
-    causal = jnp.arange(length)[None, :] <= jnp.arange(length)[:, None]
-    return jnp.where(causal, logits * scale, -jnp.inf)
+    """f32 [b, h, L, L] scaled causal logits (the reference's), later keys masked."""
+    from audiolm_jax.lm.attention import causal_mask, reference_logits  # imports this module
+    positions = jnp.arange(query.shape[1])
+    return reference_logits(query, key, jnp.zeros(()), causal_mask(positions, positions), scale)
 
 
 def _xla_forward(query, key, value, scale):
-    logits = _xla_logits(query, key, scale)
-    lse = jax.nn.logsumexp(logits, axis=-1)
-    weights = jnp.exp(logits - lse[..., None])
-    out = jnp.einsum("bhqk,bkhd->bqhd", weights, value.astype(jnp.float32))
-    return out.astype(value.dtype), lse
+    return xla_attention(query, key, value, jnp.zeros(()), scale)
 
 
 def _xla_backward(query, key, value, out, lse, d_out, scale):
