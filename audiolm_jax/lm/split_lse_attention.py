@@ -24,6 +24,8 @@ restricted to the band (`band_forward`, `band_backward`); elsewhere exact XLA ke
 (the XLA band materialises [blocks, width, 2 width] logits: on an H100 it made this path slower
 than `band_grad` and ran out of memory at stage 2's batch 32; docs/RESULTS.md, session 31),
 with the same residual contracts, so the CPU tests check the merge and gradient arithmetic.
+The XLA far kernel is a full [T, T] attention: on TPUs use `split` (splash attention beyond the
+band).
 
 Shapes as in `attention`: query/key/value [batch, length, heads, head_dim]; band [heads, width];
 far [heads].
