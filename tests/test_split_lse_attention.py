@@ -99,10 +99,11 @@ SMALL = Blocks(q=16, k=16, backward_q=16, backward_k=16)
 PALLAS_SMALL = BandKernel(partial(band_forward, blocks=SMALL), partial(band_backward, blocks=SMALL))
 
 
-@pytest.mark.parametrize("length", [7, 40, 77])
-def test_pallas_band_kernels_equal_xla_band(length):
-    # Forward (out, lse) and, on the same merged-style residuals, the backward's four gradients.
-    graphdef, state = bias_module(8, 16)
+@pytest.mark.parametrize("length,width", [(7, 16), (40, 16), (77, 16), (77, 32)])
+def test_pallas_band_kernels_equal_xla_band(length, width):
+    # Forward (out, lse) and, on the same merged-style residuals, the backward's four gradients;
+    # a band of 32 makes each block's window three tiles (as 128 with 64-tiles does).
+    graphdef, state = bias_module(8, width)
     band = nnx.merge(graphdef, state).split()[0]
     q, k, v, d_out = operands(length, seed=11)
     (out, lse), (want_out, want_lse) = (kernel.forward(q, k, v, band)
