@@ -24,6 +24,11 @@ queries' outputs are dropped. Elsewhere than on GPUs the same kernels run in the
 interpreter (slow; the CPU tests' tiny shapes). Under a device mesh the kernels run inside
 `shard_map` (`lm/kernel_sharding.py`; GSPMD cannot partition a Pallas call).
 
+`band_forward` / `band_backward` run the same kernels over the band's keys alone (far tiles
+skipped, keys `width` or more back masked) for `split_lse_attention`: the backward takes any
+(out, lse), its own or a merged softmax's, and its d-query kernel also writes dS on each query
+block's window of width + block keys, from which the table's gradient is summed.
+
 Shapes as in `attention`: query/key/value [batch, length, heads, head_dim]; band [heads,
 width]; far [heads].
 """
