@@ -102,7 +102,8 @@ def cudnn_supported(query: jax.Array, key: jax.Array) -> bool:
     return True
 
 
-def _pad_length(x: jax.Array, axes: tuple[int, ...], multiple: int) -> jax.Array:
+def pad_length(x: jax.Array, axes: tuple[int, ...], multiple: int) -> jax.Array:
+    """x zero-padded at the end of each of `axes` to a multiple of `multiple`."""
     widths = [(0, 0)] * x.ndim
     for axis in axes:
         widths[axis] = (0, -x.shape[axis] % multiple)
@@ -122,10 +123,10 @@ def even_length_attention(query: jax.Array, key: jax.Array, value: jax.Array,
     1 / sqrt(head_dim).
     """
     length = query.shape[1]
-    query, key, value = (_pad_length(x, (1,), 2) for x in (query, key, value))
+    query, key, value = (pad_length(x, (1,), 2) for x in (query, key, value))
     if bias is not None:
         bias = jnp.broadcast_to(bias, bias.shape[:2] + (length, length))
-        bias = _pad_length(bias, (2, 3), 2).astype(query.dtype)
+        bias = pad_length(bias, (2, 3), 2).astype(query.dtype)
     out = jax.nn.dot_product_attention(query, key, value, bias=bias, scale=scale, is_causal=True,
                                        implementation=implementation)
     return out[:, :length]

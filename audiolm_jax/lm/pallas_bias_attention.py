@@ -276,6 +276,11 @@ def _backward_local(query, key, value, table, d_out, lse, delta, *, g: _Geometry
     return (d_query, d_key, d_value, *d_scores)
 
 
+def _delta(d_out, out):
+    """D = d_out . out per query, [batch, heads, length] f32: the backward kernels' row term."""
+    return jnp.einsum("blhd,blhd->bhl", d_out.astype(jnp.float32), out.astype(jnp.float32))
+
+
 def _table(band, far):
     """[heads, W] f32 in base 2: the band, then far[h] (W a power of two above width)."""
     heads, width = band.shape
@@ -303,7 +308,7 @@ def _attention_forward(query, key, value, band, far, g, block):
 def _attention_backward(g, block, residuals, d_out):
     query, key, value, out, lse, band, far = residuals
     batch, _, heads, _ = query.shape
-    delta = jnp.einsum("blhd,blhd->bhl", d_out.astype(jnp.float32), out.astype(jnp.float32))
+    delta = _delta(d_out, out)
     backward = per_shard(partial(_backward_local, g=g), batch, heads, "xxxtxrr", "xxx")
     d_query, d_key, d_value = backward(query, key, value, _table(band, far), d_out, lse, delta)
     d_band = band_bias_gradient(query, key, value, out, lse, d_out, band, g.scale, block)
@@ -388,7 +393,7 @@ def band_forward(query: jax.Array, key: jax.Array, value: jax.Array, band: jax.A
     """Each query over its band's keys alone (offsets 0 .. width - 1, bias band[h, o]):
     (output [batch, length, heads, head_dim], lse [batch, heads, length] f32). Not
     differentiable: `band_backward` gives the gradient, for these or merged residuals."""
-    (batch, length, heads, dim), width = query.shape, band.shape[1]
+    _, length, heads, dim = query.shape
     operands, g = _band_prepare(query, key, value, band, blocks, interpret)
     out, lse = _forward(*operands, band.astype(jnp.float32), jnp.zeros((heads,)), g)
     return out[:, :length, :, :dim], lse[:, :, :length]
@@ -406,7 +411,7 @@ def band_backward(query: jax.Array, key: jax.Array, value: jax.Array, band: jax.
     operands, g = _band_prepare(query, key, value, band, blocks, interpret)
     out, d_out = _pad(out, blocks), _pad(d_out, blocks)
     lse = jnp.pad(lse.astype(jnp.float32), ((0, 0), (0, 0), (0, out.shape[1] - length)))
-    delta = jnp.einsum("blhd,blhd->bhl", d_out.astype(jnp.float32), out.astype(jnp.float32))
+    delta = _delta(d_out, out)
     backward = per_shard(partial(_backward_local, g=g), batch, heads, "xxxtxrr", "xxxw")
     d_query, d_key, d_value, d_scores = backward(
         *operands, _table(band.astype(jnp.float32), jnp.zeros((heads,))), d_out, lse, delta)

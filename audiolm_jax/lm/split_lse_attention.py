@@ -82,11 +82,10 @@ XLA_FAR = FarKernel(_xla_forward, _xla_backward)
 
 
 def _even(x, axis):
-    """Pads `axis` to an even length with zeros: cuDNN's length rule. Padded queries come last
-    (no real query sees their keys) and get zero cotangents, so their gradients are zero."""
-    widths = [(0, 0)] * x.ndim
-    widths[axis] = (0, x.shape[axis] % 2)
-    return jnp.pad(x, widths)
+    """x padded to an even length along `axis`, cuDNN's rule. Padded queries come last (no real
+    query sees their keys) and get zero cotangents, so their gradients are zero."""
+    from audiolm_jax.lm.attention import pad_length   # attention imports this module
+    return pad_length(x, (axis,), 2)
 
 
 def _cudnn_forward(query, key, value, scale):
